@@ -1,0 +1,22 @@
+"""cfauth: the adapters that bind cfauth_core to real I/O.
+
+- :mod:`cfauth.sync`: the blocking driver and client, for any transport.
+- :mod:`cfauth.stdlib`: an ``http.client`` transport (no third-party dependencies).
+- :mod:`cfauth.urllib3`: a urllib3 transport.
+- :mod:`cfauth.trio`: the async driver and an h11 transport on trio.
+- :mod:`cfauth.stores`: token stores and their refresh lease.
+- :mod:`cfauth.sandbox`: a local Checkfront-compatible HTTPS server.
+"""
+
+from cfauth_core import __version__
+
+from ._http import ApiError, Response, Transport, TransportFailure, check_api_response
+
+__all__ = [
+    "ApiError",
+    "Response",
+    "Transport",
+    "TransportFailure",
+    "__version__",
+    "check_api_response",
+]

@@ -1,0 +1,158 @@
+"""``Sandbox``: the sandbox app served over real HTTPS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import trustme
+
+from ._app import EVIL_HOST, SandboxApp
+from ._clock import Clock
+from ._model import RequestRecord
+from ._server import SandboxServer
+
+__all__ = ["Sandbox"]
+
+
+class Sandbox(SandboxApp):
+    """A local Checkfront-compatible HTTPS server for demos and tests.
+
+    Usage::
+
+        with Sandbox(accounts=("acme",)) as sandbox:
+            sandbox.port          # ephemeral port on 127.0.0.1
+            sandbox.resolve       # {"acme.checkfront.com:443": "127.0.0.1:PORT", ...}
+            sandbox.ca            # the trustme CA: sandbox.ca.configure_trust(ssl_ctx)
+            sandbox.ca_file       # its PEM, for tools that want a path
+            sandbox.account("acme").api_key
+
+    Connect to ``127.0.0.1:PORT`` but keep the real host name for SNI, the certificate
+    check and the ``Host`` header (like ``curl --resolve``). Everything in
+    :class:`SandboxApp` (switches, records, the clock) is available on the sandbox.
+    """
+
+    def __init__(
+        self,
+        accounts: Sequence[str] = ("acme",),
+        clock: Clock | None = None,
+        *,
+        port: int = 0,
+        on_request: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        super().__init__(accounts, clock, on_request=on_request)
+        self._requested_port = port
+        self.ca = trustme.CA()
+        """The one certificate authority behind the sandbox's certificate."""
+        self._leaf = self.ca.issue_cert(*self.hosts)
+        self._server: SandboxServer | None = None
+        self._thread: threading.Thread | None = None
+        self._tmpdir: str | None = None
+        self._ca_file: Path | None = None
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Bind 127.0.0.1, write the CA file, and serve from a background thread."""
+        with self._start_lock:
+            if self._server is not None:
+                raise RuntimeError("this sandbox is already running")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._leaf.configure_cert(context)
+            tmpdir = tempfile.mkdtemp(prefix="cfauth-sandbox-")
+            ca_file = Path(tmpdir) / "sandbox-ca.pem"
+            try:
+                self.ca.cert_pem.write_to_path(str(ca_file))
+                server = SandboxServer(self._requested_port, self, context)
+            except BaseException:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                raise
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"cfauth-sandbox-{server.server_port}",
+                daemon=True,
+            )
+            self._server, self._thread = server, thread
+            self._tmpdir, self._ca_file = tmpdir, ca_file
+            thread.start()
+            return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection, and remove the CA file's directory."""
+        with self._start_lock:
+            server, thread, tmpdir = self._server, self._thread, self._tmpdir
+            self._server = self._thread = None
+            self._tmpdir = self._ca_file = None
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+                server.close_connections()
+            if thread is not None:
+                thread.join(timeout=5)
+            if tmpdir is not None:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # -- addresses --------------------------------------------------------------------
+
+    def _running_server(self) -> SandboxServer:
+        server = self._server
+        if server is None:
+            raise RuntimeError("the sandbox is not running; call start() or use `with Sandbox()`")
+        return server
+
+    @property
+    def port(self) -> int:
+        """The port the sandbox listens on (127.0.0.1)."""
+        return self._running_server().server_port
+
+    @property
+    def ca_file(self) -> str:
+        """Path to the CA certificate (PEM); the file is removed when the sandbox stops."""
+        self._running_server()
+        assert self._ca_file is not None
+        return str(self._ca_file)
+
+    @property
+    def resolve(self) -> dict[str, str]:
+        """``{"HOST:443": "127.0.0.1:PORT"}`` for every host served (the clients' override)."""
+        target = f"127.0.0.1:{self.port}"
+        return {f"{host}:443": target for host in self.hosts}
+
+    @property
+    def evil_origin(self) -> str:
+        """``https://evil.example``: an untrusted host served (and recorded) by the sandbox."""
+        return f"https://{EVIL_HOST}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client ``SSLContext`` that trusts the sandbox CA (and nothing else)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks host names
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.ca.configure_trust(context)
+        return context
+
+    def __repr__(self) -> str:
+        where = f"port={self._server.server_port}" if self._server is not None else "stopped"
+        return f"Sandbox(accounts={self.accounts!r}, {where})"

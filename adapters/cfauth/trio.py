@@ -1,0 +1,809 @@
+"""The trio binding: an async driver for any ``await send(Request) -> Response``
+callable, and :class:`H11Transport`, an HTTP/1.1 client on trio streams and h11.
+
+Theory of operation: the driver
+-------------------------------
+:class:`Driver` mirrors :class:`cfauth.sync.Driver` method for method; read
+that module first.  What differs, and why:
+
+* **No lock around the machine.**  Trio runs one task at a time and only
+  switches at a checkpoint (an ``await`` that yields).  The driver never awaits
+  between feeding an event to the machine and routing the last of its actions,
+  so every ``handle`` and its routing are atomic, exactly what the sync
+  driver's lock buys.  Every place the sync driver writes ``with self._lock:``
+  is, here, simply code without an ``await``.
+
+* **Store is executed inline, synchronously, in the event loop.**  No task can
+  send with new tokens before they are persisted, because no other task runs
+  until ``store.save`` returned.  The alternative (a ``trio.Lock`` around the
+  machine, held while the save runs in a worker thread) would turn every entry
+  into the machine into a checkpoint, i.e. a place where cancellation can strike
+  between performing an action and reporting its outcome; each would need a
+  shield.  The price of the inline save is that the event loop is blocked for
+  one save per refresh (a few milliseconds for a file or SQLite store, about once
+  every four hours).
+
+* **The lease runs in worker threads.**  ``acquire_lease`` may block for as long
+  as another process holds the lease, and ``load``/``release_lease`` may touch
+  files or databases, so they run in ``trio.to_thread.run_sync``.  Taking the
+  lease and loading happen in one thread call, so a cancellation cannot land
+  between the two with the lease held and nobody knowing.  (Stores therefore must
+  accept being called from more than one thread.)
+
+* **Waiting.**  A task with nothing to do waits on its own ``trio.Event``
+  (no polling); it is set when an action for its call arrives or its call ends.
+
+* **Cancellation** plays the part of the sync driver's ``KeyboardInterrupt``.  A
+  task cancelled while it performs a ``Send``, the lease or a retry wait, or
+  while it waits for its mail, reports the interrupted and unexecuted work to the
+  machine as failed (``SendFailed``, ``LeaseFailed``), releases the lease if it
+  held it, and cancels its own call (``CallCancelled``), inside a shielded cancel
+  scope.  So a cancelled refresher fails its waiters instead of leaving them
+  waiting forever, and the next call refreshes again.
+
+Theory of operation: the transport
+----------------------------------
+:class:`H11Transport` keeps a pool of kept-alive connections per origin
+(scheme, host, port).  A semaphore per origin bounds how many requests (hence
+connections: one is opened only when no idle one is left) are in progress at
+once; tasks beyond the cap wait for a slot.  A connection goes back to the pool
+only when h11 says both sides finished the exchange cleanly (``DONE``/``DONE``);
+after any error, timeout or cancellation it is closed, never reused, so a
+half-sent request can never be followed by another one on the same socket.
+
+A kept-alive connection may have been closed by the server while idle; that
+shows as an error before the first byte of the response.  Only then, and only
+for a connection taken from the pool, the request is sent again, once, on a
+fresh connection.  Nothing else is retried, and redirects are returned as they
+are: the machine decides what to do with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from cfauth_core import (
+    Account,
+    AccountMoved,
+    Action,
+    ApiKey,
+    AuthorizationFailed,
+    AuthorizationLost,
+    AuthorizationRequested,
+    AuthorizeAt,
+    Authorized,
+    CallAccepted,
+    CallbackReceived,
+    CallCancelled,
+    CallRequested,
+    ClockTick,
+    Config,
+    Credential,
+    Deliver,
+    Event,
+    Fail,
+    LeaseFailed,
+    LocalProtocolError,
+    Machine,
+    Params,
+    RefreshAborted,
+    RefreshDue,
+    ReleaseLease,
+    Request,
+    ResponseReceived,
+    RetryAt,
+    Send,
+    SendFailed,
+    Store,
+    TokenSet,
+    TokensLoaded,
+)
+
+from ._http import Response, TransportFailure, check_api_response, parse_resolve
+from .stores import TokenStore
+
+__all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
+
+log = logging.getLogger("cfauth")
+
+#: An async transport: send the request exactly as given (no redirects, no
+#: retries) and return the response, or raise ``TransportFailure``/``OSError``.
+AsyncTransport = Callable[[Request], Awaitable[Response]]
+
+#: Work a task executes, in order.
+_Work = deque[Action]
+
+
+def failure_reason(error: BaseException) -> str:
+    """A short description of a transport failure, for ``SendFailed``.
+
+    Only the exception's type and message: transports put no secrets there
+    (and the machine scrubs the ones it knows anyway).
+    """
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def _take_lease(store: TokenStore) -> TokenSet | None:
+    """Take the store's lease and reload (in a worker thread); if the load
+    fails, release the lease before raising."""
+    store.acquire_lease()
+    try:
+        return store.load()
+    except BaseException:
+        store.release_lease()
+        raise
+
+
+class Driver:
+    """Drives one machine (one grant) over an async transport, for any number of tasks.
+
+    ``store`` persists tokens and provides the cross-process refresh lease;
+    without one, tokens live only in the machine.  ``clock`` and ``sleep`` are
+    injectable for tests (with ``trio.testing.MockClock``, pass a clock that
+    reads ``trio.current_time()``).  ``on_account_moved(old_origin,
+    new_origin)`` is called when the account migrates, so the caller can
+    persist the new origin.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        send: AsyncTransport,
+        *,
+        store: TokenStore | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+        on_account_moved: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.machine = machine
+        self._send = send
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._on_account_moved = on_account_moved
+        self._wakeups: dict[int, trio.Event] = {}
+        self._mail: dict[int, _Work] = {}
+        self._outcomes: dict[int, Deliver | Fail] = {}
+        self._login: Authorized | AuthorizationFailed | None = None
+        self._authorize_url: str | None = None
+        self._closed = False
+
+    # -- public API -----------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        data: Params | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Response:
+        """Make one API call; return its response (any status) or raise the
+        :class:`~cfauth_core.CfauthError` the call failed with."""
+        if self._closed:
+            raise LocalProtocolError("this client is closed; create a new one")
+        event = CallRequested(
+            now=self._clock(),
+            method=method,
+            path=path,
+            params=params,
+            data=data,
+            headers=tuple(headers),
+        )
+        work: _Work = deque()
+        actions = self.machine.handle(event)
+        accepted = actions[0]
+        assert isinstance(accepted, CallAccepted)
+        call_id = accepted.call_id
+        self._mail[call_id] = deque()
+        self._route(actions, call_id, work)
+        try:
+            outcome = await self._run_call(call_id, work)
+        finally:
+            self._mail.pop(call_id, None)
+            self._wakeups.pop(call_id, None)
+        if isinstance(outcome, Fail):
+            raise outcome.error
+        return Response(outcome.status, outcome.headers, outcome.body, outcome.url)
+
+    def authorize(self, state: str, code_verifier: str | None) -> str:
+        """Start an OAuth2 login; return the URL to send the user to.
+
+        ``state`` and ``code_verifier`` must be fresh random values
+        (``secrets.token_urlsafe(16)`` and ``secrets.token_urlsafe(64)``).
+        No I/O happens, so this is not a coroutine.
+        """
+        work: _Work = deque()
+        self._authorize_url = None
+        self._handle(
+            AuthorizationRequested(now=self._clock(), state=state, code_verifier=code_verifier),
+            None,
+            work,
+        )
+        url = self._authorize_url
+        assert url is not None
+        assert not work
+        return url
+
+    async def complete_authorization(
+        self, callback: str, *, redirected_at: float | None = None
+    ) -> None:
+        """Finish a login with the URL (or query string) the browser came back
+        to; return when the code is exchanged and the tokens stored.  Raises
+        the error the login failed with."""
+        work: _Work = deque()
+        self._login = None
+        self._handle(
+            CallbackReceived(now=self._clock(), url=callback, redirected_at=redirected_at),
+            None,
+            work,
+        )
+        await self._execute(work, None)
+        result, self._login = self._login, None
+        if isinstance(result, AuthorizationFailed):
+            raise result.error
+        if result is None:  # pragma: no cover - the machine always ends a login it started
+            raise LocalProtocolError("the login did not finish")
+
+    async def tick(self) -> None:
+        """Tell the machine the time: start a refresh that is due (so tokens
+        stay fresh between calls) and run it to completion."""
+        work: _Work = deque()
+        self._handle(ClockTick(now=self._clock()), None, work)
+        await self._execute(work, None)
+
+    async def aclose(self) -> None:
+        """Refuse new calls.  Closing the transport is the transport's owner's job."""
+        self._closed = True
+
+    async def __aenter__(self) -> Driver:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- the loop -----------------------------------------------------------------
+
+    async def _run_call(self, call_id: int, work: _Work) -> Deliver | Fail:
+        while True:
+            await self._execute(work, call_id)
+            mail = self._mail[call_id]
+            while not mail and call_id not in self._outcomes:
+                wakeup = self._wakeups[call_id] = trio.Event()
+                try:
+                    await wakeup.wait()
+                except BaseException:
+                    # Cancelled while waiting: what arrived for this call will
+                    # not be executed; report it, and the call, as abandoned.
+                    await self._abandon(None, mail, call_id)
+                    raise
+            outcome = self._outcomes.pop(call_id, None)
+            if outcome is not None:
+                assert not mail, "a call's outcome is its last action"
+                return outcome
+            work.extend(mail)
+            mail.clear()
+
+    def _handle(self, event: Event, owner: int | None, work: _Work) -> None:
+        """Feed one event and route its actions (without awaiting: atomic)."""
+        self._route(self.machine.handle(event), owner, work)
+
+    def _route(self, actions: list[Action], owner: int | None, work: _Work) -> None:
+        """Hand each action to whoever executes it (without awaiting: atomic)."""
+        for action in actions:
+            kind = type(action)
+            if kind is Send or kind is RetryAt:
+                call_id = action.call_id  # type: ignore[attr-defined]
+                if call_id is None or call_id == owner:
+                    work.append(action)
+                else:
+                    self._mail[call_id].append(action)
+                    self._wake(call_id)
+            elif kind is Deliver or kind is Fail:
+                call_id = action.call_id  # type: ignore[attr-defined]
+                self._outcomes[call_id] = action  # type: ignore[assignment]
+                self._wake(call_id)
+            elif kind is Store:
+                self._save(action)  # type: ignore[arg-type]
+            elif kind is RefreshDue or kind is ReleaseLease:
+                log.debug("cfauth: %r", action)
+                work.append(action)
+            elif kind is AccountMoved:
+                assert isinstance(action, AccountMoved)
+                log.info(
+                    "cfauth: the account moved from %s to %s", action.old_origin, action.new_origin
+                )
+                if self._on_account_moved is not None:
+                    self._on_account_moved(action.old_origin, action.new_origin)
+            elif kind is Authorized or kind is AuthorizationFailed:
+                self._login = action  # type: ignore[assignment]
+            elif kind is AuthorizeAt:
+                self._authorize_url = action.url  # type: ignore[attr-defined]
+            elif kind is RefreshAborted or kind is AuthorizationLost:
+                log.warning("cfauth: %s", action.error)  # type: ignore[attr-defined]
+
+    def _wake(self, call_id: int) -> None:
+        wakeup = self._wakeups.get(call_id)
+        if wakeup is not None:
+            wakeup.set()
+
+    def _save(self, action: Store) -> None:
+        # Inline, blocking the event loop: see "Store is executed inline" above.
+        log.debug("cfauth: storing new tokens (expiring at %s)", action.tokens.expires_at)
+        if self._store is not None:
+            try:
+                self._store.save(action.tokens)
+            except Exception as error:
+                # The machine already uses the new tokens (the old refresh token
+                # is rotated away), so they are kept in memory; stopping here
+                # would leave the lease held and the waiting calls stranded.
+                log.error(  # no traceback: it may quote the record
+                    "cfauth: the new tokens could not be stored (%s); they are used from "
+                    "memory, log in again after a restart if the store stays broken",
+                    failure_reason(error),
+                )
+
+    async def _execute(self, work: _Work, owner: int | None) -> None:
+        """Execute ``work`` in order, feeding back the results."""
+        while work:
+            action = work.popleft()
+            try:
+                event = await self._perform(action)
+            except BaseException:
+                await self._abandon(action, work, owner)
+                raise
+            if event is not None:
+                self._handle(event, owner, work)
+
+    async def _perform(self, action: Action) -> Event | None:
+        """Do one piece of I/O; return the event that reports it."""
+        if isinstance(action, Send):
+            request = action.request
+            log.debug("cfauth: sending %s %s (%s)", request.method, request.url, action.purpose)
+            try:
+                response = await self._send(request)
+            except Exception as error:
+                log.debug(
+                    "cfauth: %s %s failed: %s", request.method, request.url, failure_reason(error)
+                )
+                return SendFailed(
+                    now=self._clock(), request_id=action.request_id, reason=failure_reason(error)
+                )
+            log.debug("cfauth: %s %s -> %d", request.method, request.url, response.status)
+            return ResponseReceived(
+                now=self._clock(),
+                request_id=action.request_id,
+                status=response.status,
+                headers=response.headers,
+                body=response.body,
+            )
+        if isinstance(action, RetryAt):
+            delay = action.at - self._clock()
+            log.debug("cfauth: call %d retries in %.3f s", action.call_id, max(delay, 0.0))
+            if delay > 0:
+                await self._sleep(delay)
+            return ClockTick(now=max(self._clock(), action.at))
+        if isinstance(action, RefreshDue):
+            if self._store is None:
+                return TokensLoaded(now=self._clock(), tokens=None)
+            try:
+                # Not abandoned on cancellation: once the thread runs, the lease
+                # is taken and TokensLoaded reported, so a later cancellation
+                # finds the refresh Send in progress and releases the lease.
+                tokens = await trio.to_thread.run_sync(_take_lease, self._store)
+            except Exception as error:
+                return LeaseFailed(now=self._clock(), reason=failure_reason(error))
+            return TokensLoaded(now=self._clock(), tokens=tokens)
+        assert isinstance(action, ReleaseLease)
+        if self._store is not None:
+            await trio.to_thread.run_sync(self._store.release_lease)
+        return None
+
+    async def _abandon(self, current: Action | None, work: _Work, owner: int | None) -> None:
+        """This task was cancelled (or interrupted): report what it will not do,
+        so no other task waits for it (a refresh in flight fails its waiters
+        and the next call refreshes again)."""
+        pending: _Work = deque(work if current is None else [current, *work])
+        work.clear()
+        with trio.CancelScope(shield=True):
+            while pending:
+                action = pending.popleft()
+                now = self._clock()
+                if isinstance(action, Send):
+                    event: Event = SendFailed(
+                        now=now, request_id=action.request_id, reason="cancelled"
+                    )
+                    self._handle(event, owner, pending)
+                elif isinstance(action, RefreshDue):
+                    self._handle(LeaseFailed(now=now, reason="cancelled"), owner, pending)
+                elif isinstance(action, ReleaseLease) and self._store is not None:
+                    await trio.to_thread.run_sync(self._store.release_lease)
+            if owner is not None:
+                self._handle(CallCancelled(now=self._clock(), call_id=owner), owner, pending)
+                self._outcomes.pop(owner, None)
+
+
+class Client:
+    """A Checkfront API client on top of a :class:`Driver`.
+
+    ``on_behalf`` (``X-On-Behalf``: a staff account id, or ``"off"`` to act as
+    a customer) and ``forwarded_for`` (``X-Forwarded-For``: the end customer's
+    IP) apply to every call unless a call gives its own.  ``transport``, if
+    given, is a transport this client owns: :meth:`aclose` closes it.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        on_behalf: str | None = None,
+        forwarded_for: str | None = None,
+        transport: H11Transport | None = None,
+    ) -> None:
+        self.driver = driver
+        self.on_behalf = on_behalf
+        self.forwarded_for = forwarded_for
+        self._transport = transport
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        data: Params | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        on_behalf: str | None = None,
+        forwarded_for: str | None = None,
+        check: bool = True,
+    ) -> Response:
+        """Call ``method`` on ``path`` (under ``/api/3.0/``).  With ``check``
+        (the default), a Checkfront error raises :class:`~cfauth.ApiError`."""
+        extra = list(headers)
+        behalf = on_behalf if on_behalf is not None else self.on_behalf
+        forwarded = forwarded_for if forwarded_for is not None else self.forwarded_for
+        if behalf is not None:
+            extra.append(("X-On-Behalf", behalf))
+        if forwarded is not None:
+            extra.append(("X-Forwarded-For", forwarded))
+        response = await self.driver.request(method, path, params=params, data=data, headers=extra)
+        return check_api_response(response) if check else response
+
+    async def get(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("PUT", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.driver.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def client(
+    account: Account | str,
+    credential: Credential,
+    *,
+    tokens: TokenSet | None = None,
+    store: TokenStore | None = None,
+    config: Config | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    ca_file: str | None = None,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 30.0,
+    resolve: Mapping[str, str] | None = None,
+    max_connections_per_origin: int = 10,
+    on_behalf: str | None = None,
+    forwarded_for: str | None = None,
+) -> Client:
+    """A ready :class:`Client` over an :class:`H11Transport` it owns.
+
+    ``account`` is an :class:`~cfauth_core.Account` or what
+    :meth:`Account.parse <cfauth_core.Account.parse>` takes (``"acme"``).  For
+    an :class:`~cfauth_core.OAuth2App` without ``tokens``, the tokens are
+    loaded from ``store`` (this blocks briefly: call it before the event loop
+    is busy, or pass ``tokens``).  Use it as ``async with client(...) as c:``.
+    """
+    if isinstance(account, str):
+        account = Account.parse(account)
+    if tokens is None and store is not None and not isinstance(credential, ApiKey):
+        tokens = store.load()
+    machine = Machine(account, credential, tokens, config=config)
+    transport = H11Transport(
+        ssl_context=ssl_context,
+        ca_file=ca_file,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        resolve=resolve,
+        max_connections_per_origin=max_connections_per_origin,
+    )
+    driver = Driver(machine, transport, store=store)
+    return Client(driver, on_behalf=on_behalf, forwarded_for=forwarded_for, transport=transport)
+
+
+# -- the transport --------------------------------------------------------------
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+_READ_SIZE = 65536
+#: The largest response body accepted (Checkfront's answers are far smaller).
+_MAX_BODY = 64 * 1024 * 1024
+#: Errors that, on a kept-alive connection before any byte of the response,
+#: mean the server closed it while it was idle.
+_STALE = (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out to be closed: send again on a fresh one."""
+
+
+class _Connection:
+    """One HTTP/1.1 connection: a trio stream and its h11 state."""
+
+    __slots__ = ("h11", "received", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(our_role=h11.CLIENT)
+        self.received = False  # any byte of the current response received
+
+
+class _Pool:
+    """The idle connections to one origin and the slots bounding its use."""
+
+    __slots__ = ("idle", "slots")
+
+    def __init__(self, size: int) -> None:
+        self.idle: list[_Connection] = []
+        self.slots = trio.Semaphore(size)
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, for a message: trio wraps the OS or TLS error as the cause."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(error, trio.BrokenResourceError) and cause is not None:
+        error = cause
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"TLS certificate verification failed: {error.verify_message}"
+    return failure_reason(error)
+
+
+class H11Transport:
+    """An HTTP/1.1 client on trio streams with h11, for :class:`Driver`.
+
+    Sends each request exactly as given: no redirects, no retries (except one
+    resend on a fresh connection when a kept-alive one was found closed before
+    any answer).  TLS is verified against the system's CAs by default, or
+    ``ca_file``, or ``ssl_context`` as given.  ``resolve`` maps
+    ``"host:port"`` to the ``"address:port"`` to connect to instead, like
+    curl's ``--resolve``: SNI, the certificate check and ``Host`` keep the real
+    name.  ``connect_timeout`` bounds connecting and the TLS handshake;
+    ``read_timeout`` bounds each wait for the server (sending or receiving).
+    At most ``max_connections_per_origin`` requests per origin are in progress
+    at once; further tasks wait for a free connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        resolve: Mapping[str, str] | None = None,
+        max_connections_per_origin: int = 10,
+    ) -> None:
+        if ssl_context is not None and ca_file is not None:
+            raise ValueError("pass ssl_context or ca_file, not both (load the CA into the context)")
+        if max_connections_per_origin < 1:
+            raise ValueError("max_connections_per_origin: pass 1 or more")
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+            ssl_context.set_alpn_protocols(["http/1.1"])
+        self._ssl_context = ssl_context
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._resolve = parse_resolve(resolve)
+        self._max_connections = max_connections_per_origin
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._closed = False
+
+    async def __call__(self, request: Request) -> Response:
+        parts = urlsplit(request.url)
+        scheme = parts.scheme.lower()
+        try:
+            host = parts.hostname
+            port = parts.port or _DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            host = port = None
+        if scheme not in _DEFAULT_PORTS or not host or port is None or "@" in parts.netloc:
+            raise TransportFailure(
+                f"cannot send to {scheme}://{parts.hostname}: only http(s)://host[:port] "
+                "URLs without user info are supported"
+            )
+        if self._closed:
+            raise TransportFailure("this transport is closed; create a new one")
+        authority = f"[{host}]" if ":" in host else host
+        if port != _DEFAULT_PORTS[scheme]:
+            authority += f":{port}"
+        headers = [("Host", authority)]
+        headers += [(k, v) for k, v in request.headers if k.lower() not in _FRAMING_HEADERS]
+        body = request.body
+        if body is not None or request.method in ("POST", "PUT", "PATCH"):
+            headers.append(("Content-Length", str(len(body or b""))))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            message = h11.Request(method=request.method, target=target, headers=headers)
+        except h11.LocalProtocolError:
+            # h11's message may quote the offending header value: a credential.
+            raise TransportFailure(
+                f"{request.method} {parts.path}: the method, target or a header is not valid "
+                "HTTP/1.1 (not shown)"
+            ) from None
+
+        key = (scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(self._max_connections)
+        async with pool.slots:
+            connection = pool.idle.pop() if pool.idle else None
+            if connection is not None:
+                try:
+                    return await self._send_on(pool, connection, message, body, request.url, True)
+                except _StaleConnection as error:
+                    log.debug(
+                        "cfauth: a kept-alive connection to %s was closed (%s); sending again",
+                        authority,
+                        _describe(error.__cause__ or error),
+                    )
+            connection = await self._connect(scheme, host, port)
+            return await self._send_on(pool, connection, message, body, request.url, False)
+
+    async def aclose(self) -> None:
+        """Close every idle connection; connections in use close when their request ends."""
+        self._closed = True
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            idle, pool.idle = pool.idle, []
+            for connection in idle:
+                await trio.aclose_forcefully(connection.stream)
+
+    async def __aenter__(self) -> H11Transport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
+        address, address_port = self._resolve.get((host, port), (host, port))
+        try:
+            with trio.fail_after(self._connect_timeout):
+                stream: trio.abc.Stream = await trio.open_tcp_stream(address, address_port)
+                if scheme == "https":
+                    tls = trio.SSLStream(
+                        stream, self._ssl_context, server_hostname=host, https_compatible=True
+                    )
+                    try:
+                        await tls.do_handshake()
+                    except BaseException:
+                        await trio.aclose_forcefully(tls)
+                        raise
+                    stream = tls
+        except trio.TooSlowError:
+            raise TransportFailure(
+                f"connecting to {host}:{port} timed out after {self._connect_timeout:g} s"
+            ) from None
+        except (OSError, trio.BrokenResourceError) as error:
+            raise TransportFailure(
+                f"could not connect to {host}:{port}: {_describe(error)}"
+            ) from error
+        return _Connection(stream)
+
+    async def _send_on(
+        self,
+        pool: _Pool,
+        connection: _Connection,
+        message: h11.Request,
+        body: bytes | None,
+        url: str,
+        reused: bool,
+    ) -> Response:
+        """One exchange on ``connection``; it goes back to the pool only if clean."""
+        keep = False
+        try:
+            response, data = await self._exchange(connection, message, body)
+            state = connection.h11
+            keep = state.our_state is h11.DONE and state.their_state is h11.DONE
+            keep = keep and not self._closed
+            if keep:
+                state.start_next_cycle()
+                pool.idle.append(connection)
+        except trio.TooSlowError:
+            raise TransportFailure(
+                f"no answer from {_origin(url)} within {self._read_timeout:g} s"
+            ) from None
+        except _STALE as error:
+            if reused and not connection.received:
+                raise _StaleConnection from error
+            raise TransportFailure(
+                f"the connection to {_origin(url)} failed: {_describe(error)}"
+            ) from error
+        except h11.LocalProtocolError as error:  # the response broke HTTP/1.1 framing
+            raise TransportFailure(
+                f"{_origin(url)} sent an invalid response: {failure_reason(error)}"
+            ) from error
+        finally:
+            if not keep:
+                # Errors, timeouts and cancellation all land here: a connection
+                # in an unknown state is never reused.
+                await trio.aclose_forcefully(connection.stream)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+        return Response(response.status_code, headers, data, url)
+
+    async def _exchange(
+        self, connection: _Connection, message: h11.Request, body: bytes | None
+    ) -> tuple[h11.Response, bytes]:
+        state = connection.h11
+        stream = connection.stream
+        connection.received = False
+        outgoing = state.send(message) or b""
+        if body:
+            outgoing += state.send(h11.Data(data=body)) or b""
+        outgoing += state.send(h11.EndOfMessage()) or b""
+        with trio.fail_after(self._read_timeout):
+            await stream.send_all(outgoing)
+        response: h11.Response | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = state.next_event()
+            if event is h11.NEED_DATA:
+                with trio.fail_after(self._read_timeout):
+                    chunk = await stream.receive_some(_READ_SIZE)
+                if chunk:
+                    connection.received = True
+                state.receive_data(bytes(chunk))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > _MAX_BODY:
+                    raise h11.RemoteProtocolError(f"response body larger than {_MAX_BODY} bytes")
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                return response, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):  # pragma: no cover - h11 raises first
+                raise h11.RemoteProtocolError("the server closed the connection")
+            # InformationalResponse (1xx): wait for the final response.
+
+
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"

@@ -1,0 +1,173 @@
+"""The error hierarchy.
+
+Four families, told apart by who has to do something about them:
+
+* :class:`LocalProtocolError`: the caller misused the machine (an event that is
+  not allowed in the current state, bad configuration).  Raised by
+  :meth:`Machine.handle`; the machine is left exactly as it was.
+* :class:`RemoteProtocolError`: the server sent something invalid (a token
+  response that is not JSON, a token with a newline in it, ...).
+* :class:`OAuthError`: the server answered with an OAuth error body
+  (``error`` / ``error_description``).
+* :class:`ActionRequired`: an outcome a person or the program must act on
+  (reauthorization required, an untrusted redirect, rate limiting, ...).
+
+Remote errors, OAuth errors and most outcomes reach the adapter inside
+``Fail`` actions rather than being raised.  No message, ``repr`` or ``str`` of
+any error contains a secret: messages are built from fixed text, status codes
+and server text that has been scrubbed of every secret the machine knows.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionRequired",
+    "AuthorizationDenied",
+    "CfauthError",
+    "CodeExpired",
+    "CredentialsRejected",
+    "InsecureTransport",
+    "InvalidInput",
+    "InvalidTokenRecord",
+    "LocalProtocolError",
+    "OAuthError",
+    "RateLimited",
+    "ReauthorizationRequired",
+    "RefreshFailed",
+    "RemoteProtocolError",
+    "StateMismatch",
+    "TransportError",
+    "UntrustedRedirect",
+]
+
+
+class CfauthError(Exception):
+    """Base class of every error cfauth raises or reports.
+
+    ``retryable`` tells whether the same call may succeed if simply tried again
+    later (a transport failure, a 5xx on the refresh) or whether something has
+    to change first (credentials, configuration, a new login).
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class LocalProtocolError(CfauthError):
+    """The caller misused the machine; nothing was changed."""
+
+
+class InvalidInput(LocalProtocolError, ValueError):
+    """An account, credential, option or call argument that cannot be used as given."""
+
+
+class InvalidTokenRecord(LocalProtocolError, ValueError):
+    """A stored token record that cannot be read back (corrupt or unknown version)."""
+
+
+class RemoteProtocolError(CfauthError):
+    """The server sent something that is not a valid answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OAuthError(CfauthError):
+    """An OAuth error response: ``error`` and ``error_description`` from the server."""
+
+    def __init__(
+        self, error: str, description: str | None = None, *, status: int | None = None
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        text = f"the server answered OAuth error {error!r}"
+        if description:
+            text += f" ({description!r})"
+        if status is not None:
+            text += f" with HTTP {status}"
+        super().__init__(text)
+
+
+class TransportError(CfauthError):
+    """The request could not be sent or its answer not received; try again later."""
+
+    retryable = True
+
+
+class RefreshFailed(CfauthError):
+    """The token refresh did not succeed, but the grant is intact.
+
+    The next call may refresh again.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, cause: CfauthError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class ActionRequired(CfauthError):
+    """An outcome that a person or the program has to act on."""
+
+
+class ReauthorizationRequired(ActionRequired):
+    """The grant is gone (refresh token expired, revoked or rotated away): log in again."""
+
+    def __init__(self, message: str, *, cause: CfauthError | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class CredentialsRejected(ActionRequired):
+    """The server refused the credentials the call carried."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UntrustedRedirect(ActionRequired):
+    """A redirect to somewhere credentials may not go; nothing was sent there."""
+
+    def __init__(self, message: str, *, location: str) -> None:
+        super().__init__(message)
+        self.location = location
+
+
+class InsecureTransport(ActionRequired, ValueError):
+    """Plain http where https is required."""
+
+
+class StateMismatch(ActionRequired):
+    """An authorization callback whose ``state`` is not the one pending (or was already used)."""
+
+
+class AuthorizationDenied(OAuthError, ActionRequired):
+    """The authorization server sent the user back with an error (e.g. ``access_denied``)."""
+
+
+class CodeExpired(ActionRequired):
+    """The authorization code was not exchanged within its window: log in again."""
+
+
+class RateLimited(ActionRequired):
+    """The server kept asking to slow down.
+
+    ``retry_after`` is its last requested wait, in seconds.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float, status: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status

@@ -1,0 +1,1127 @@
+"""The machine: one grant, events in, actions out.
+
+Theory of operation
+-------------------
+A :class:`Machine` holds one grant: the :class:`Account`, one credential
+(:class:`ApiKey` or :class:`OAuth2App`), the current :class:`TokenSet`, and
+every call in progress.  :meth:`Machine.handle` takes one event and returns
+the actions the adapter must execute, in order.  It never blocks, never reads
+a clock and never does I/O, so one lock around ``handle`` makes it safe for any
+number of threads or tasks.
+
+A call's life: ``CallRequested`` -> ``CallAccepted`` and, when credentials are
+at hand, ``Send``.  The answer comes back as ``ResponseReceived``; the machine
+then delivers it, or follows a redirect (``Send`` again), or parks the call
+until a retry time (``RetryAt``; a later ``ClockTick`` sends it), or re-sends
+it once with a fresher token.  It ends with exactly one ``Deliver`` or
+``Fail`` (or a ``CallCancelled`` from the adapter).
+
+Refreshing is single-flight.  When the access token is near expiry (or the
+refresh token near its 14 days), or a call comes back 401 with the current
+token, the machine emits ``RefreshDue`` and enters LEASING: the adapter takes
+the store's lease (its cross-process lock), reloads, and answers
+``TokensLoaded``.  If the store holds newer tokens, another process refreshed
+already: they are adopted and no refresh is sent.  Otherwise one refresh
+request goes out (REFRESHING).  Calls that arrive meanwhile wait inside the
+machine and are released together, after the ``Store`` of the new tokens, or
+failed together with the refresh's error.
+
+Because Checkfront rotates refresh tokens on every refresh, a refresh
+response replaces the whole pair, and the old refresh token is never sent
+again once the new one is known.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ._account import Account, RedirectKind, RedirectTarget, refuse_redirect, shown
+from ._actions import (
+    AccountMoved,
+    Action,
+    AuthorizationFailed,
+    AuthorizationLost,
+    AuthorizeAt,
+    Authorized,
+    CallAccepted,
+    Deliver,
+    Fail,
+    RefreshAborted,
+    RefreshDue,
+    ReleaseLease,
+    Request,
+    RetryAt,
+    Send,
+    Store,
+)
+from ._credentials import ApiKey, Credential, OAuth2App
+from ._errors import (
+    AuthorizationDenied,
+    CfauthError,
+    CodeExpired,
+    CredentialsRejected,
+    InvalidInput,
+    LocalProtocolError,
+    OAuthError,
+    RateLimited,
+    ReauthorizationRequired,
+    RefreshFailed,
+    RemoteProtocolError,
+    StateMismatch,
+    TransportError,
+    UntrustedRedirect,
+)
+from ._events import (
+    AuthorizationRequested,
+    CallbackReceived,
+    CallCancelled,
+    CallRequested,
+    ClockTick,
+    Event,
+    Headers,
+    LeaseFailed,
+    ResponseReceived,
+    SendFailed,
+    TokensLoaded,
+)
+from ._record import Record
+from ._retry import parse_retry_after
+from ._state import EVENTS_ALLOWED, State, Trigger, next_state
+from ._tokens import TokenSet, load_json, parse_oauth_error, parse_token_response, scrub
+
+# ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    _Purpose = Literal["refresh", "exchange"]
+
+__all__ = ["Config", "Machine"]
+
+__version__ = "0.1.0"
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_PERMANENT = frozenset({301, 308})
+_FORM = ("Content-Type", "application/x-www-form-urlencoded")
+#: How many used OAuth ``state`` values are remembered to refuse replays by name.
+_USED_STATES_KEPT = 32
+
+
+class Config(Record):
+    """Tunable behaviour; the defaults suit Checkfront.
+
+    ``refresh_leeway``: refresh when the access token has this many seconds
+    left (300).  ``keep_alive_before``: refresh when the refresh token has this
+    many seconds left (1 day).  ``max_redirects``: redirect hops followed per
+    request (5).  ``max_rate_limit_retries``: retries of a call answered 429,
+    or 503 with Retry-After (3).  ``max_retry_wait``: the longest wait
+    honoured; a longer Retry-After fails the call at once (300).
+    ``default_retry_wait``: the wait for a 429 without a usable Retry-After
+    (1).  ``pkce``: use PKCE S256 in logins (on).  ``exchange_window``: seconds
+    within which an authorization code must be exchanged (Checkfront: 60).
+    ``user_agent``: sent with every request.
+    """
+
+    __slots__ = (
+        "refresh_leeway",
+        "keep_alive_before",
+        "max_redirects",
+        "max_rate_limit_retries",
+        "max_retry_wait",
+        "default_retry_wait",
+        "pkce",
+        "exchange_window",
+        "user_agent",
+    )
+    refresh_leeway: float
+    keep_alive_before: float
+    max_redirects: int
+    max_rate_limit_retries: int
+    max_retry_wait: float
+    default_retry_wait: float
+    pkce: bool
+    exchange_window: float
+    user_agent: str
+
+    def __init__(
+        self,
+        *,
+        refresh_leeway: float = 300.0,
+        keep_alive_before: float = 86400.0,
+        max_redirects: int = 5,
+        max_rate_limit_retries: int = 3,
+        max_retry_wait: float = 300.0,
+        default_retry_wait: float = 1.0,
+        pkce: bool = True,
+        exchange_window: float = 60.0,
+        user_agent: str = f"cfauth/{__version__}",
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "refresh_leeway", refresh_leeway)
+        _set(self, "keep_alive_before", keep_alive_before)
+        _set(self, "max_redirects", max_redirects)
+        _set(self, "max_rate_limit_retries", max_rate_limit_retries)
+        _set(self, "max_retry_wait", max_retry_wait)
+        _set(self, "default_retry_wait", default_retry_wait)
+        _set(self, "pkce", pkce)
+        _set(self, "exchange_window", exchange_window)
+        _set(self, "user_agent", user_agent)
+        for name in (
+            "refresh_leeway",
+            "keep_alive_before",
+            "max_retry_wait",
+            "default_retry_wait",
+            "exchange_window",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InvalidInput(f"Config.{name}: pass a non-negative number of seconds")
+        for name in ("max_redirects", "max_rate_limit_retries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
+                raise InvalidInput(f"Config.{name}: pass a whole number from 0 to 20")
+        if not isinstance(self.user_agent, str) or not _is_header_value(self.user_agent):
+            raise InvalidInput("Config.user_agent: pass a string without control characters")
+        if not isinstance(self.pkce, bool):
+            raise InvalidInput("Config.pkce: pass True or False")
+
+
+def _is_header_value(value: str) -> bool:
+    return value.isprintable() and value.isascii()
+
+
+class _Call:
+    """One API call in progress (mutable, private to the machine)."""
+
+    __slots__ = (
+        "auth_retried",
+        "body",
+        "call_id",
+        "headers",
+        "hops",
+        "method",
+        "path",
+        "rate_retries",
+        "sent_to",
+        "token",
+        "url",
+        "visited",
+    )
+
+    def __init__(
+        self,
+        call_id: int,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        self.call_id = call_id
+        self.method = method
+        self.path = path  # path and query under the account origin
+        self.body = body
+        self.headers = headers  # the caller's extra headers (and Content-Type)
+        self.url: str | None = None  # set once a redirect gave an absolute URL
+        self.hops = 0
+        self.visited: set[str] | None = None
+        self.rate_retries = 0
+        self.auth_retried = False
+        self.token: str | None = None  # the Authorization its last Send carried
+        self.sent_to = ""  # the URL of its last Send
+
+
+class _TokenRequest:
+    """A request to the token URL in flight (the refresh or the code exchange)."""
+
+    __slots__ = ("deadline", "hops", "purpose", "request", "secrets", "visited")
+
+    def __init__(
+        self,
+        purpose: _Purpose,
+        request: Request,
+        deadline: float | None,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.purpose = purpose
+        self.request = request
+        self.deadline = deadline
+        self.hops = 0
+        self.visited: set[str] = {request.url}
+        self.secrets = secrets  # what the body carries: refresh token, or code and verifier
+
+
+_Pending = _Call | _TokenRequest
+
+
+class _Authorization:
+    __slots__ = ("state", "verifier")
+
+    def __init__(self, state: str, verifier: str | None) -> None:
+        self.state = state
+        self.verifier = verifier
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    """The first value of header ``name`` (lower case) in ``headers``."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+class Machine:
+    """The sans-IO state machine for one grant.
+
+    ``Machine(account, ApiKey(key, secret))`` for a token pair;
+    ``Machine(account, OAuth2App(...), tokens)`` for OAuth2, with the stored
+    tokens if there are any.  Feed events to :meth:`handle` and execute the
+    actions it returns, in order.
+    """
+
+    def __init__(
+        self,
+        account: Account,
+        credential: Credential,
+        tokens: TokenSet | None = None,
+        *,
+        config: Config | None = None,
+    ) -> None:
+        if not isinstance(account, Account):
+            raise InvalidInput("account: pass an Account, e.g. Account.parse('acme')")
+        if not isinstance(credential, (ApiKey, OAuth2App)):
+            raise InvalidInput("credential: pass ApiKey(key, secret) or OAuth2App(...)")
+        if tokens is not None and not isinstance(tokens, TokenSet):
+            raise InvalidInput("tokens: pass a TokenSet or None")
+        if isinstance(credential, ApiKey) and tokens is not None:
+            raise InvalidInput("tokens: a token pair (ApiKey) has no OAuth2 tokens")
+        self._config = config if config is not None else Config()
+        self._account = account
+        self._credential = credential
+        self._oauth = isinstance(credential, OAuth2App)
+        self._tokens: TokenSet | None = None
+        self._auth_header = ""
+        self._set_tokens(tokens)
+        if isinstance(credential, ApiKey):
+            self._auth_header = credential.authorization
+            self._enter(State.READY)
+        else:
+            self._enter(State.READY if tokens is not None else State.UNAUTHORIZED)
+        self._static_headers: tuple[tuple[str, str], ...] = (
+            ("Accept", "application/json"),
+            ("User-Agent", self._config.user_agent),
+        )
+        self._next_call_id = 1
+        self._next_request_id = 1
+        self._calls: dict[int, _Call] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._waiting: list[_Call] = []  # calls waiting for a refresh or an exchange
+        self._parked: dict[int, tuple[float, _Call]] = {}  # calls waiting for a retry time
+        self._authorization: _Authorization | None = None
+        self._used_states: list[str] = []
+        self._refused: str | None = None  # the refresh token of a grant that was lost
+
+    # -- introspection --------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The grant's state."""
+        return self._state
+
+    @property
+    def account(self) -> Account:
+        """The account, at its current origin (it changes when the account moves)."""
+        return self._account
+
+    @property
+    def tokens(self) -> TokenSet | None:
+        """The current OAuth2 tokens (``None`` for a token pair or before login)."""
+        return self._tokens
+
+    @property
+    def config(self) -> Config:
+        """The :class:`Config` the machine runs with."""
+        return self._config
+
+    @property
+    def calls_in_progress(self) -> int:
+        """How many calls have not ended yet."""
+        return len(self._calls)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Machine {self._account.origin} {type(self._credential).__name__} "
+            f"state={self._state.value} calls={len(self._calls)}>"
+        )
+
+    # -- the entry point ------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Action]:
+        """Handle one event; return the actions to execute, in order.
+
+        An event the current state does not accept, or that names an unknown
+        request or call, raises :class:`LocalProtocolError` and changes nothing.
+        """
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise LocalProtocolError(
+                f"{type(event).__name__} is not accepted in state {self._state.value}"
+                + _HINTS.get(type(event), "")
+            )
+        return handler(self, event)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _goto(self, trigger: Trigger) -> None:
+        self._enter(next_state(self._state, trigger))
+
+    def _enter(self, state: State) -> None:
+        self._state = state
+        self._handlers = _DISPATCH[state]
+
+    def _set_tokens(self, tokens: TokenSet | None) -> None:
+        self._tokens = tokens
+        if tokens is not None:
+            self._auth_header = "Bearer " + tokens.access_token
+
+    def _secrets(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Every secret the machine knows (and ``extra``), for scrubbing server text."""
+        credential = self._credential
+        if isinstance(credential, ApiKey):
+            found = [credential.secret, credential.authorization[6:]]  # and its base64
+        else:
+            found = [credential.client_secret, credential.token_authorization[6:]]
+        found += extra
+        if self._tokens is not None:
+            found += [self._tokens.access_token, self._tokens.refresh_token]
+        for pending in self._pending.values():
+            if isinstance(pending, _TokenRequest):
+                found += pending.secrets
+        if self._authorization is not None and self._authorization.verifier:
+            found.append(self._authorization.verifier)
+        return tuple(found)
+
+    def _request_id(self) -> int:
+        request_id = self._next_request_id
+        self._next_request_id = request_id + 1
+        return request_id
+
+    def _refresh_reason(self, now: float) -> str | None:
+        """Why a refresh is due now, ``"lost"`` if the grant cannot be
+        refreshed any more, or ``None`` when the tokens are fine."""
+        tokens = self._tokens
+        assert tokens is not None
+        config = self._config
+        if now >= tokens.refresh_expires_at:
+            # Nothing can refresh it any more: use the access token while it lasts.
+            return None if now < tokens.expires_at else "lost"
+        # The leeway never exceeds half the token's life, so a server that issues
+        # short-lived tokens cannot make every call refresh.
+        leeway = min(config.refresh_leeway, (tokens.expires_at - tokens.updated_at) / 2)
+        if now >= tokens.expires_at - leeway:
+            return "expiring"
+        keep_alive_from = tokens.refresh_expires_at - config.keep_alive_before
+        # Once per window: if a refresh inside the window did not extend the
+        # refresh token (no rotation), refreshing again would not either.
+        if now >= keep_alive_from and tokens.updated_at < keep_alive_from:
+            return "keep-alive"
+        return None
+
+    # -- calls ----------------------------------------------------------------
+
+    def _on_call_requested(self, event: CallRequested) -> list[Action]:
+        path = self._account.api_path(event.path, event.params)  # may raise: nothing changed yet
+        headers = tuple(event.headers)
+        body = None
+        if event.data is not None:
+            body = urlencode(event.data, doseq=True).encode("ascii")
+            headers += (_FORM,)
+        call_id = self._next_call_id
+        self._next_call_id = call_id + 1
+        call = _Call(call_id, event.method, path, body, headers)
+        self._calls[call_id] = call
+        actions: list[Action] = [CallAccepted(call_id)]
+        self._dispatch_call(call, event.now, actions)
+        return actions
+
+    def _dispatch_call(self, call: _Call, now: float, actions: list[Action]) -> None:
+        """Send ``call`` with the current credential, or make it wait, or fail it."""
+        state = self._state
+        if state is State.READY:
+            if self._oauth:
+                reason = self._refresh_reason(now)
+                if reason == "lost":
+                    error = self._lose_grant(_EXPIRED, None, actions)
+                    self._fail(call, error, actions)
+                    return
+                if reason is not None:
+                    self._waiting.append(call)
+                    self._start_refresh(reason, actions)
+                    return
+            actions.append(self._send_call(call))
+        elif state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
+            self._waiting.append(call)
+        else:
+            self._fail(call, self._lost_error(), actions)
+
+    def _lost_error(self) -> ReauthorizationRequired:
+        if self._state is State.REAUTHORIZATION_REQUIRED:
+            return ReauthorizationRequired(
+                "the OAuth2 grant is gone (refresh token expired, revoked or rotated "
+                "away): log in again (cfauth login)"
+            )
+        return ReauthorizationRequired(
+            "there are no OAuth2 tokens for this account yet: log in first (cfauth login)"
+        )
+
+    def _send_call(self, call: _Call) -> Send:
+        request_id = self._next_request_id
+        self._next_request_id = request_id + 1
+        auth = self._auth_header
+        call.sent_to = url = call.url or self._account.origin + call.path
+        request = Request(
+            call.method,
+            url,
+            (("Authorization", auth), *self._static_headers, *call.headers),
+            call.body,
+        )
+        call.token = auth
+        self._pending[request_id] = call
+        return Send(request_id, request, call.call_id)
+
+    def _fail(self, call: _Call, error: CfauthError, actions: list[Action]) -> None:
+        del self._calls[call.call_id]
+        actions.append(Fail(call.call_id, error))
+
+    def _on_response(self, event: ResponseReceived) -> list[Action]:
+        pending = self._pending.pop(event.request_id, None)
+        if pending is None:
+            raise LocalProtocolError(
+                f"request {event.request_id} is not in flight: report each Send's answer once"
+            )
+        if type(pending) is _Call:
+            status = event.status
+            if status < 300 or status not in _SPECIAL_STATUSES:
+                del self._calls[pending.call_id]
+                return [
+                    Deliver(pending.call_id, status, event.headers, event.body, pending.sent_to)
+                ]
+            return self._on_special_call_response(pending, event)
+        assert isinstance(pending, _TokenRequest)
+        return self._on_token_response(pending, event)
+
+    def _on_special_call_response(self, call: _Call, event: ResponseReceived) -> list[Action]:
+        actions: list[Action] = []
+        status = event.status
+        if status in _REDIRECTS:
+            self._follow_call_redirect(call, event, actions)
+        elif status in {429, 503}:
+            self._rate_limited(call, event, actions)
+        else:
+            self._rejected(call, event, actions)
+        return actions
+
+    def _deliver(self, call: _Call, event: ResponseReceived, actions: list[Action]) -> None:
+        del self._calls[call.call_id]
+        actions.append(Deliver(call.call_id, event.status, event.headers, event.body, call.sent_to))
+
+    # -- redirects ------------------------------------------------------------
+
+    def _follow_call_redirect(
+        self, call: _Call, event: ResponseReceived, actions: list[Action]
+    ) -> None:
+        location = _header(event.headers, "location")
+        if location is None:
+            self._deliver(call, event, actions)
+            return
+        current = call.sent_to
+        if call.visited is None:
+            call.visited = {current}
+        try:
+            target = self._judge(current, location, call.hops, call.visited)
+        except UntrustedRedirect as error:
+            self._fail(call, error, actions)
+            return
+        if urlsplit(target.url).path.lower().startswith("/oauth"):
+            refused = refuse_redirect(
+                scrub(shown(location), self._secrets(), 10_000),
+                "API credentials never go to the OAuth endpoints",
+            )
+            self._fail(call, refused, actions)
+            return
+        call.hops += 1
+        call.visited.add(target.url)
+        if event.status == 303 and call.method != "GET":
+            call.method, call.body = "GET", None
+            call.headers = tuple(h for h in call.headers if h is not _FORM)
+        if target.kind is RedirectKind.MIGRATION:
+            self._move(target.origin, event.status, actions)
+        call.url = target.url
+        self._dispatch_call(call, event.now, actions)
+
+    def _judge(
+        self,
+        current: str,
+        location: str,
+        hops: int,
+        visited: set[str],
+        extra: tuple[str, ...] = (),
+    ) -> RedirectTarget:
+        """The target of a redirect credentials may follow, or :class:`UntrustedRedirect`."""
+        secrets = self._secrets(extra)
+        if hops >= self._config.max_redirects:
+            why = f"more than {self._config.max_redirects} redirects; check the account URL"
+        else:
+            refused: UntrustedRedirect | None = None
+            try:
+                target = self._account.judge_redirect(current, location)
+            except UntrustedRedirect as error:
+                refused = error
+            if refused is not None:
+                # Raised here, not inside the except block, so the unscrubbed
+                # original is not kept as this error's __context__.
+                raise UntrustedRedirect(
+                    scrub(refused.message, secrets, 10_000),
+                    location=scrub(refused.location, secrets, 10_000),
+                )
+            if target.url not in visited:
+                return target
+            why = "it loops back to a URL already visited; check the account URL"
+        raise refuse_redirect(scrub(shown(location), secrets, 10_000), why)
+
+    def _move(self, origin: str, status: int, actions: list[Action]) -> None:
+        """Adopt a migration target as the account's origin (permanent redirects only)."""
+        old = self._account.origin
+        if status in _PERMANENT and origin != old:
+            self._account = self._account.moved_to(origin)
+            actions.append(AccountMoved(old, origin))
+
+    # -- rate limits ----------------------------------------------------------
+
+    def _rate_limited(self, call: _Call, event: ResponseReceived, actions: list[Action]) -> None:
+        status = event.status
+        header = _header(event.headers, "retry-after")
+        wait = parse_retry_after(header, event.now) if header is not None else None
+        if wait is None:
+            if status == 503:  # a plain server error: the caller decides
+                self._deliver(call, event, actions)
+                return
+            wait = self._config.default_retry_wait
+        config = self._config
+        if call.rate_retries >= config.max_rate_limit_retries or wait > config.max_retry_wait:
+            self._fail(
+                call,
+                RateLimited(
+                    f"the server answered HTTP {status} (rate limited) and asked to wait "
+                    f"{wait:g} s; cfauth gave up after {call.rate_retries} retries: slow down "
+                    "and try again later",
+                    retry_after=wait,
+                    status=status,
+                ),
+                actions,
+            )
+            return
+        call.rate_retries += 1
+        at = event.now + wait
+        self._parked[call.call_id] = (at, call)
+        actions.append(RetryAt(call.call_id, at))
+
+    # -- authentication failures ----------------------------------------------
+
+    def _rejected(self, call: _Call, event: ResponseReceived, actions: list[Action]) -> None:
+        status = event.status
+        if not self._oauth:
+            if status in {401, 403}:
+                self._fail(
+                    call,
+                    CredentialsRejected(
+                        f"the server rejected the API key and secret (HTTP {status}): the "
+                        "token pair is wrong or was revoked; check it under Manage > "
+                        "Developer. cfauth does not retry a rejected pair",
+                        status=status,
+                    ),
+                    actions,
+                )
+            else:
+                self._deliver(call, event, actions)
+            return
+        if status != 401 and not _token_rejected(event):
+            self._deliver(call, event, actions)
+            return
+        if call.auth_retried:
+            self._fail(
+                call,
+                CredentialsRejected(
+                    f"the server rejected a freshly refreshed access token (HTTP {status}); "
+                    "the grant may have been revoked: log in again if this persists",
+                    status=status,
+                ),
+                actions,
+            )
+            return
+        call.auth_retried = True
+        state = self._state
+        if state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
+            self._waiting.append(call)
+        elif state is not State.READY:
+            self._fail(call, self._lost_error(), actions)
+        elif call.token != self._auth_header:
+            # Another refresh already replaced the token this call carried.
+            self._dispatch_call(call, event.now, actions)
+        else:
+            self._waiting.append(call)
+            self._start_refresh("rejected", actions)
+
+    # -- refreshing -----------------------------------------------------------
+
+    def _start_refresh(self, reason: str, actions: list[Action]) -> None:
+        self._goto(Trigger.REFRESH_DUE)
+        actions.append(RefreshDue(reason))
+
+    def _on_tokens_loaded(self, event: TokensLoaded) -> list[Action]:
+        if not self._oauth:
+            raise LocalProtocolError("a token pair (ApiKey) has no OAuth2 tokens to load")
+        loaded = event.tokens
+        current = self._tokens
+        leasing = self._state is State.LEASING
+        # Under the lease the store is the truth: a different pair there was
+        # stored by whoever refreshed last, whatever its clock said.  Without
+        # the lease, only a pair at least as recent as ours is taken.
+        adopt = (
+            loaded is not None
+            and loaded.refresh_token != self._refused
+            and (
+                current is None
+                or (
+                    loaded.refresh_token != current.refresh_token
+                    and (leasing or loaded.updated_at >= current.updated_at)
+                )
+            )
+        )
+        if not leasing:
+            if adopt:
+                self._set_tokens(loaded)
+                self._authorization = None
+                self._goto(Trigger.TOKENS_ADOPTED)
+            return []
+        actions: list[Action] = []
+        if adopt:
+            self._set_tokens(loaded)
+        reason = self._refresh_reason(event.now)
+        if reason == "lost":
+            actions.append(ReleaseLease())
+            self._lose_grant(_EXPIRED, None, actions)
+            return actions
+        if adopt and reason is None:
+            # Another process refreshed while we waited for the lease.
+            actions.append(ReleaseLease())
+            self._goto(Trigger.TOKENS_ADOPTED)
+            self._release_waiting(event.now, actions)
+            return actions
+        tokens = self._tokens
+        assert tokens is not None
+        assert isinstance(self._credential, OAuth2App)
+        body = urlencode({"grant_type": "refresh_token", "refresh_token": tokens.refresh_token})
+        self._token_request("refresh", body, None, (tokens.refresh_token,), actions)
+        self._goto(Trigger.REFRESH_SENT)
+        return actions
+
+    def _token_request(
+        self,
+        purpose: _Purpose,
+        body: str,
+        deadline: float | None,
+        secrets: tuple[str, ...],
+        actions: list[Action],
+    ) -> _TokenRequest:
+        assert isinstance(self._credential, OAuth2App)
+        request = Request(
+            "POST",
+            self._account.token_url,
+            (
+                ("Authorization", self._credential.token_authorization),
+                *self._static_headers,
+                _FORM,
+            ),
+            body.encode("ascii"),
+        )
+        pending = _TokenRequest(purpose, request, deadline, secrets)
+        request_id = self._request_id()
+        self._pending[request_id] = pending
+        actions.append(Send(request_id, request, None, purpose, deadline))
+        return pending
+
+    def _on_lease_failed(self, event: LeaseFailed) -> list[Action]:
+        error = RefreshFailed(
+            f"the token refresh could not start: {scrub(event.reason, self._secrets())}; "
+            "the tokens are unchanged, try again"
+        )
+        actions: list[Action] = []
+        self._goto(Trigger.REFRESH_FAILED)
+        actions.append(RefreshAborted(error))
+        self._fail_waiting(error, actions)
+        return actions
+
+    def _on_token_response(self, pending: _TokenRequest, event: ResponseReceived) -> list[Action]:
+        actions: list[Action] = []
+        if event.status in _REDIRECTS:
+            location = _header(event.headers, "location")
+            if location is not None:
+                try:
+                    self._follow_token_redirect(pending, event, location, actions)
+                except CfauthError as error:
+                    self._token_request_failed(pending, error, event.now, actions)
+                return actions
+        try:
+            tokens = parse_token_response(
+                event.status,
+                event.body,
+                now=event.now,
+                previous=self._tokens if pending.purpose == "refresh" else None,
+                secrets=self._secrets(pending.secrets),
+            )
+        except CfauthError as error:
+            self._token_request_failed(pending, error, event.now, actions)
+            return actions
+        self._set_tokens(tokens)
+        actions.append(Store(tokens))
+        if pending.purpose == "refresh":
+            actions.append(ReleaseLease())
+            self._goto(Trigger.REFRESH_SUCCEEDED)
+        else:
+            actions.append(Authorized())
+            self._goto(Trigger.EXCHANGE_SUCCEEDED)
+        self._release_waiting(event.now, actions)
+        return actions
+
+    def _follow_token_redirect(
+        self, pending: _TokenRequest, event: ResponseReceived, location: str, actions: list[Action]
+    ) -> None:
+        target = self._judge(
+            pending.request.url, location, pending.hops, pending.visited, pending.secrets
+        )
+        if urlsplit(target.url)[2:4] != ("/oauth/token/", "") or event.status == 303:
+            raise refuse_redirect(
+                scrub(shown(location), self._secrets(pending.secrets), 10_000),
+                "client credentials go to /oauth/token/ only, by POST",
+            )
+        pending.hops += 1
+        pending.visited.add(target.url)
+        # The token URL is always built on the account's origin, so a same-origin
+        # redirect to /oauth/token/ would be a loop (refused above): this is a migration.
+        assert target.kind is RedirectKind.MIGRATION
+        self._move(target.origin, event.status, actions)
+        old = pending.request
+        pending.request = Request(old.method, target.url, old.headers, old.body)
+        request_id = self._request_id()
+        self._pending[request_id] = pending
+        actions.append(Send(request_id, pending.request, None, pending.purpose, pending.deadline))
+
+    def _token_request_failed(
+        self, pending: _TokenRequest, error: CfauthError, now: float, actions: list[Action]
+    ) -> None:
+        if pending.purpose == "exchange":
+            if (
+                pending.deadline is not None
+                and now > pending.deadline
+                and isinstance(error, TransportError)
+            ):
+                error = CodeExpired(
+                    "the authorization code could not be exchanged within "
+                    f"{self._config.exchange_window:g} s of the redirect: log in again"
+                )
+            self._goto(Trigger.EXCHANGE_FAILED)
+            actions.append(AuthorizationFailed(error))
+            if self._waiting:
+                self._fail_waiting(
+                    ReauthorizationRequired(
+                        f"the login failed ({error.message}): log in again", cause=error
+                    ),
+                    actions,
+                )
+            return
+        actions.append(ReleaseLease())
+        if _grant_lost(error):
+            self._lose_grant("the refresh token was refused", error, actions)
+            return
+        failure = RefreshFailed(
+            f"the token refresh failed ({error.message}); the tokens are unchanged and the "
+            "next call will try again",
+            cause=error,
+        )
+        self._goto(Trigger.REFRESH_FAILED)
+        actions.append(RefreshAborted(failure))
+        self._fail_waiting(failure, actions)
+
+    def _lose_grant(
+        self, why: str, cause: CfauthError | None, actions: list[Action]
+    ) -> ReauthorizationRequired:
+        self._goto(Trigger.GRANT_LOST)
+        # Never adopt this pair again, even if a store still holds it.
+        assert self._tokens is not None  # the grant is lost only from READY/LEASING/REFRESHING
+        self._refused = self._tokens.refresh_token
+        self._set_tokens(None)
+        self._auth_header = ""
+        error = ReauthorizationRequired(
+            f"{why}: the OAuth2 grant is gone; log in again (cfauth login)", cause=cause
+        )
+        actions.append(AuthorizationLost(error))
+        self._fail_waiting(error, actions)
+        return error
+
+    def _release_waiting(self, now: float, actions: list[Action]) -> None:
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            self._dispatch_call(call, now, actions)
+
+    def _fail_waiting(self, error: CfauthError, actions: list[Action]) -> None:
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            self._fail(call, error, actions)
+
+    # -- transport failures, time, cancellation --------------------------------
+
+    def _on_send_failed(self, event: SendFailed) -> list[Action]:
+        pending = self._pending.pop(event.request_id, None)
+        if pending is None:
+            raise LocalProtocolError(
+                f"request {event.request_id} is not in flight: report each Send's answer once"
+            )
+        extra = pending.secrets if isinstance(pending, _TokenRequest) else ()
+        reason = scrub(event.reason, self._secrets(extra))
+        actions: list[Action] = []
+        if isinstance(pending, _TokenRequest):
+            error = TransportError(f"the token request could not be completed: {reason}")
+            self._token_request_failed(pending, error, event.now, actions)
+        else:
+            self._fail(
+                pending,
+                TransportError(
+                    f"{pending.method} {pending.sent_to} could not be completed: {reason}; "
+                    "the call may be retried"
+                ),
+                actions,
+            )
+        return actions
+
+    def _on_clock_tick(self, event: ClockTick) -> list[Action]:
+        now = event.now
+        actions: list[Action] = []
+        if self._parked:
+            due = sorted((at, call_id) for call_id, (at, _) in self._parked.items() if at <= now)
+            for _, call_id in due:
+                _, call = self._parked.pop(call_id)
+                self._dispatch_call(call, now, actions)
+        if self._oauth and self._state is State.READY:
+            reason = self._refresh_reason(now)
+            if reason == "lost":
+                self._lose_grant(
+                    "the refresh token has expired (14 days after it was issued)", None, actions
+                )
+            elif reason is not None:
+                self._start_refresh(reason, actions)
+        return actions
+
+    def _on_call_cancelled(self, event: CallCancelled) -> list[Action]:
+        call = self._calls.pop(event.call_id, None)
+        if call is not None:
+            self._parked.pop(call.call_id, None)
+            if call in self._waiting:
+                self._waiting.remove(call)
+            for request_id, pending in list(self._pending.items()):
+                if pending is call:
+                    del self._pending[request_id]
+        return []
+
+    # -- logging in -------------------------------------------------------------
+
+    def _on_authorization_requested(self, event: AuthorizationRequested) -> list[Action]:
+        credential = self._credential
+        # An ApiKey machine is always READY, where EVENTS_ALLOWED refuses logins.
+        assert isinstance(credential, OAuth2App)
+        state, verifier = event.state, event.code_verifier
+        if len(state) < 22 or _UNRESERVED.fullmatch(state) is None:
+            raise InvalidInput(
+                "state: pass at least 16 random bytes as 22 or more URL-safe characters "
+                "(secrets.token_urlsafe(16))"
+            )
+        if state in self._used_states:
+            raise InvalidInput("state: this value was used before; pass a fresh random state")
+        params = {
+            "client_id": credential.client_id,
+            "response_type": "code",
+            "redirect_uri": credential.redirect_uri,
+            "state": state,
+        }
+        if self._config.pkce:
+            if (
+                verifier is None
+                or not 43 <= len(verifier) <= 128
+                or _UNRESERVED.fullmatch(verifier) is None
+            ):
+                raise InvalidInput(
+                    "code_verifier: PKCE is on; pass 43 to 128 URL-safe characters "
+                    "(secrets.token_urlsafe(64)), or turn PKCE off with Config(pkce=False)"
+                )
+            params["code_challenge"] = _s256(verifier)
+            params["code_challenge_method"] = "S256"
+        elif verifier is not None:
+            raise InvalidInput("code_verifier: PKCE is off (Config(pkce=False)); pass no verifier")
+        if self._authorization is not None:
+            self._remember_state(self._authorization.state)
+        self._authorization = _Authorization(state, verifier)
+        self._goto(Trigger.AUTHORIZE)
+        return [AuthorizeAt(self._account.authorize_url + "?" + urlencode(params))]
+
+    def _remember_state(self, state: str) -> None:
+        self._used_states.append(state)
+        del self._used_states[:-_USED_STATES_KEPT]
+
+    def _on_callback(self, event: CallbackReceived) -> list[Action]:
+        authorization = self._authorization
+        assert authorization is not None
+        assert isinstance(self._credential, OAuth2App)
+        params = _callback_params(event.url)
+        states = params.get("state", [])
+        if len(states) != 1:
+            raise StateMismatch(
+                "the callback carries no single state parameter; it was not started by this "
+                "login and was ignored"
+            )
+        if not _same(states[0], authorization.state):
+            used = any(_same(states[0], old) for old in self._used_states)
+            raise StateMismatch(
+                "the callback's state was already used; it was ignored"
+                if used
+                else "the callback's state does not match the pending login; it was ignored"
+            )
+        # The state matches: it is consumed, whatever the callback says.
+        self._remember_state(authorization.state)
+        self._authorization = None
+        if "error" in params:
+            errors, descriptions = params["error"], params.get("error_description", [])
+            error: CfauthError = AuthorizationDenied(
+                scrub(errors[0], (), 100),
+                scrub(descriptions[0], ()) if descriptions else None,
+            )
+            self._goto(Trigger.AUTHORIZATION_DENIED)
+            return [AuthorizationFailed(error)]
+        codes = params.get("code", [])
+        redirected_at = event.redirected_at if event.redirected_at is not None else event.now
+        deadline = redirected_at + self._config.exchange_window
+        if len(codes) != 1 or not codes[0] or not codes[0].isascii() or not codes[0].isprintable():
+            error = RemoteProtocolError(
+                "the callback carries no single, printable authorization code: log in again"
+            )
+        elif event.now > deadline:
+            error = CodeExpired(
+                f"the authorization code arrived {event.now - redirected_at:.0f} s after the "
+                f"redirect, more than the {self._config.exchange_window:g} s it is valid: "
+                "log in again"
+            )
+        else:
+            fields = {
+                "grant_type": "authorization_code",
+                "code": codes[0],
+                "redirect_uri": self._credential.redirect_uri,
+            }
+            if authorization.verifier is not None:
+                fields["code_verifier"] = authorization.verifier
+            actions: list[Action] = []
+            secrets = (
+                (codes[0],)
+                if authorization.verifier is None
+                else (codes[0], authorization.verifier)
+            )
+            self._token_request("exchange", urlencode(fields), deadline, secrets, actions)
+            self._goto(Trigger.CODE_RECEIVED)
+            return actions
+        self._goto(Trigger.AUTHORIZATION_DENIED)
+        return [AuthorizationFailed(error)]
+
+
+_EXPIRED = "the refresh token has expired (14 days after it was issued)"
+_SPECIAL_STATUSES = frozenset({301, 302, 303, 307, 308, 400, 401, 403, 429, 503})
+
+
+def _token_rejected(event: ResponseReceived) -> bool:
+    """A 400 or 403 that says the bearer token is invalid (Checkfront's messages
+    come from bshaffer/oauth2-server-php as 400 or 401 with
+    ``WWW-Authenticate: Bearer ... error="invalid_token"``)."""
+    challenge = _header(event.headers, "www-authenticate")
+    if challenge is not None and "invalid_token" in challenge:
+        return True
+    if len(event.body) > 65536:
+        return False
+    try:
+        payload = load_json(event.body)
+    except (ValueError, RecursionError):
+        return False
+    error = parse_oauth_error(payload, event.status, ())
+    return error is not None and error.error in ("invalid_token", "invalid_grant")
+
+
+def _grant_lost(error: CfauthError) -> bool:
+    """Whether a refresh failure means the grant is gone for good.
+
+    RFC 6749 section 5.2: ``invalid_grant`` is "The provided authorization
+    grant ... or refresh token is invalid, expired, revoked"; Checkfront
+    also answers a dead refresh token with a 400 or 401.
+    """
+    if isinstance(error, OAuthError):
+        return error.error == "invalid_grant" or error.status in (400, 401)
+    return isinstance(error, RemoteProtocolError) and error.status in (400, 401)
+
+
+def _callback_params(url: str) -> dict[str, list[str]]:
+    query = url.split("#", 1)[0]
+    if "?" in query:
+        query = query.split("?", 1)[1]
+    params: dict[str, list[str]] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(key, []).append(value)
+    return params
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison of two strings."""
+    from hmac import compare_digest  # noqa: PLC0415  (imported when used: import time)
+
+    return compare_digest(a.encode(), b.encode())
+
+
+def _s256(verifier: str) -> str:
+    """The PKCE S256 challenge: BASE64URL(SHA256(ASCII(verifier))), unpadded (RFC 7636 4.2)."""
+    from base64 import urlsafe_b64encode  # noqa: PLC0415  (imported when used: import time)
+    from hashlib import sha256  # noqa: PLC0415
+
+    return urlsafe_b64encode(sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
+
+
+_HINTS: dict[type[Event], str] = {
+    CallbackReceived: ": no login is pending (the callback was already used, or "
+    "AuthorizationRequested was never sent)",
+    AuthorizationRequested: ": a login can start only when there are no usable tokens or "
+    "while another login is pending",
+    TokensLoaded: ": tokens can be loaded only when no refresh or exchange is in flight",
+    LeaseFailed: ": LeaseFailed answers a RefreshDue",
+}
+
+_HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {
+    CallRequested: Machine._on_call_requested,  # type: ignore[dict-item]
+    ResponseReceived: Machine._on_response,  # type: ignore[dict-item]
+    SendFailed: Machine._on_send_failed,  # type: ignore[dict-item]
+    ClockTick: Machine._on_clock_tick,  # type: ignore[dict-item]
+    CallCancelled: Machine._on_call_cancelled,  # type: ignore[dict-item]
+    TokensLoaded: Machine._on_tokens_loaded,  # type: ignore[dict-item]
+    LeaseFailed: Machine._on_lease_failed,  # type: ignore[dict-item]
+    AuthorizationRequested: Machine._on_authorization_requested,  # type: ignore[dict-item]
+    CallbackReceived: Machine._on_callback,  # type: ignore[dict-item]
+}
+
+#: For each state, the handler of each event it accepts (``EVENTS_ALLOWED``).
+_DISPATCH: dict[State, dict[type[Event], Callable[[Machine, Event], list[Action]]]] = {
+    state: {event: _HANDLERS[event] for event in events} for state, events in EVENTS_ALLOWED.items()
+}

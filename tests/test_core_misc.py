@@ -1,0 +1,260 @@
+"""Validation and corner cases of the core that the scenario tests do not reach."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any, cast
+
+import pytest
+
+from cfauth_core import (
+    Account,
+    ApiKey,
+    AuthorizationRequested,
+    CallbackReceived,
+    CallCancelled,
+    CallRequested,
+    Config,
+    Deliver,
+    InvalidInput,
+    LeaseFailed,
+    Machine,
+    OAuth2App,
+    RefreshAborted,
+    RefreshDue,
+    ResponseReceived,
+    Send,
+    SendFailed,
+    State,
+    TokenSet,
+    TokensLoaded,
+)
+from cfauth_core._account import _PATHS
+from cfauth_core._tokens import scrub
+
+NOW = 1_000_000.0
+APP = OAuth2App("client-id", "client-secret", "https://app.example/cb")
+
+
+def fresh() -> TokenSet:
+    return TokenSet("AT-0", "RT-0", NOW + 10_000, NOW + 86_400 * 10, NOW - 4_000)
+
+
+# -- events validate their fields ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: CallRequested(now=-1.0, method="GET", path="x"), "wall-clock"),
+        (lambda: CallRequested(now=float("nan"), method="GET", path="x"), "wall-clock"),
+        (lambda: CallRequested(now=cast(Any, True), method="GET", path="x"), "wall-clock"),
+        (lambda: CallRequested(now=NOW, method="get", path="x"), "upper case"),
+        (lambda: CallRequested(now=NOW, method="GET", path="x", data={"a": "1"}), "no body"),
+        (
+            lambda: CallRequested(now=NOW, method="GET", path="x", headers=cast(Any, ["ab"])),
+            "pairs",
+        ),
+        (
+            lambda: CallRequested(now=NOW, method="GET", path="x", headers=[("Bad Name", "v")]),
+            "header name",
+        ),
+        (
+            lambda: CallRequested(now=NOW, method="GET", path="x", headers=[("X-A", "v\r\nX: y")]),
+            "CR, LF",
+        ),
+        (
+            lambda: CallRequested(
+                now=NOW, method="GET", path="x", headers=[("authorization", "Bearer x")]
+            ),
+            "set by cfauth",
+        ),
+        (
+            lambda: ResponseReceived(now=NOW, request_id=0, status=200, headers=(), body=b""),
+            "positive int",
+        ),
+        (
+            lambda: ResponseReceived(now=NOW, request_id=1, status=99, headers=(), body=b""),
+            "status",
+        ),
+        (
+            lambda: ResponseReceived(
+                now=NOW, request_id=1, status=200, headers=(), body=cast(Any, "text")
+            ),
+            "bytes",
+        ),
+        (lambda: SendFailed(now=NOW, request_id=1, reason=cast(Any, 3)), "reason"),
+        (lambda: TokensLoaded(now=NOW, tokens=cast(Any, {"access_token": "x"})), "TokenSet"),
+        (lambda: LeaseFailed(now=NOW, reason=cast(Any, None)), "reason"),
+        (lambda: AuthorizationRequested(now=NOW, state=cast(Any, 1)), "strings"),
+        (lambda: CallbackReceived(now=NOW, url=cast(Any, b"code=x")), "callback URL"),
+        (lambda: CallbackReceived(now=NOW, url="code=x", redirected_at=-5.0), "wall-clock"),
+        (lambda: CallCancelled(now=NOW, call_id=cast(Any, "1")), "positive int"),
+    ],
+)
+def test_malformed_events_are_refused(build: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        build()
+
+
+# -- configuration and construction -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"refresh_leeway": -1}, "non-negative number"),
+        ({"max_retry_wait": cast(Any, "10")}, "non-negative number"),
+        ({"exchange_window": cast(Any, True)}, "non-negative number"),
+        ({"max_redirects": 21}, "whole number"),
+        ({"max_rate_limit_retries": cast(Any, 1.5)}, "whole number"),
+        ({"user_agent": "agent\r\nX-Evil: 1"}, "control characters"),
+        ({"pkce": cast(Any, "yes")}, "True or False"),
+    ],
+)
+def test_bad_config_is_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        Config(**options)
+
+
+def test_machine_refuses_wrong_arguments() -> None:
+    with pytest.raises(InvalidInput, match=r"Account\.parse"):
+        Machine(cast(Any, "acme"), ApiKey("k", "secret"))
+    with pytest.raises(InvalidInput, match="ApiKey"):
+        Machine(Account.parse("acme"), cast(Any, ("k", "s")))
+    with pytest.raises(InvalidInput, match="TokenSet or None"):
+        Machine(Account.parse("acme"), APP, cast(Any, {"access_token": "x"}))
+    with pytest.raises(InvalidInput, match="no OAuth2 tokens"):
+        Machine(Account.parse("acme"), ApiKey("k", "secret"), fresh())
+
+
+def test_machine_exposes_its_config_and_a_secret_free_repr() -> None:
+    config = Config(refresh_leeway=60)
+    machine = Machine(Account.parse("acme"), APP, fresh(), config=config)
+    assert machine.config is config
+    assert machine.state is State.READY
+    text = repr(machine)
+    assert "acme.checkfront.com" in text
+    assert "client-secret" not in text
+    assert "AT-0" not in text
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def test_records_are_immutable_comparable_hashable_and_copyable() -> None:
+    tokens = fresh()
+    with pytest.raises(AttributeError, match="immutable"):
+        tokens.access_token = "other"
+    with pytest.raises(AttributeError, match="immutable"):
+        del tokens.scope
+    assert tokens == copy.deepcopy(tokens)
+    assert tokens == pickle.loads(pickle.dumps(tokens))  # noqa: S301 - our own bytes
+    assert tokens != ("AT-0", "RT-0")
+    assert (tokens == object()) is False
+    assert hash(tokens) == hash(copy.copy(tokens))
+    assert len({tokens, copy.copy(tokens), fresh()}) == 1
+    other = TokenSet("AT-1", "RT-0", NOW, NOW, NOW)
+    assert hash(other) != hash(tokens) or other != tokens
+    match tokens:
+        case TokenSet(access, refresh):
+            assert (access, refresh) == ("AT-0", "RT-0")
+        case _:  # pragma: no cover - the match above must succeed
+            pytest.fail("positional match failed")
+
+
+def test_account_copies_keep_their_origin() -> None:
+    account = Account.parse("https://acme.checkfront.com:8443")
+    clone = pickle.loads(pickle.dumps(account))  # noqa: S301 - our own bytes
+    assert clone.origin == "https://acme.checkfront.com:8443"
+    assert clone == account
+
+
+# -- smaller paths ---------------------------------------------------------------------------
+
+
+def test_scrub_leaves_very_short_secrets_alone() -> None:
+    assert scrub("refused by server", ["s"]) == "refused by server"
+    assert scrub("token abcd leaked", ["abcd"]) == "token <hidden> leaked"
+
+
+def test_path_memo_stays_bounded() -> None:
+    account = Account.parse("acme")
+    for index in range(1100):
+        assert account.api_path(f"item/{index}") == f"/api/3.0/item/{index}"
+    assert len(_PATHS) <= 1024
+
+
+def test_same_host_redirect_of_a_call_sent_before_the_move() -> None:
+    """A call in flight to the old host that the old host redirects within itself
+    is followed there (it is the origin the request went to)."""
+    machine = Machine(Account.parse("acme"), ApiKey("key", "secret"))
+    first = machine.handle(CallRequested(now=NOW, method="GET", path="a"))[1]
+    second = machine.handle(CallRequested(now=NOW, method="GET", path="b"))[1]
+    assert isinstance(first, Send)
+    assert isinstance(second, Send)
+    moved = machine.handle(
+        ResponseReceived(
+            now=NOW,
+            request_id=first.request_id,
+            status=301,
+            headers=[("Location", "https://acme.manage.na1.bookingplatform.app/api/3.0/a")],
+            body=b"",
+        )
+    )
+    assert machine.account.host == "acme.manage.na1.bookingplatform.app"
+    assert isinstance(moved[-1], Send)
+    again = machine.handle(
+        ResponseReceived(
+            now=NOW,
+            request_id=second.request_id,
+            status=302,
+            headers=[("Location", "/api/3.0/b2")],
+            body=b"",
+        )
+    )
+    send = again[0]
+    assert isinstance(send, Send)
+    assert send.request.url == "https://acme.checkfront.com/api/3.0/b2"
+    done = machine.handle(
+        ResponseReceived(now=NOW, request_id=send.request_id, status=200, headers=(), body=b"")
+    )
+    assert done == [Deliver(send.call_id or 0, 200, (), b"", send.request.url)]
+
+
+def test_token_request_redirected_to_itself_is_a_loop() -> None:
+    tokens = TokenSet("AT-0", "RT-0", NOW + 10, NOW + 86_400 * 10, NOW - 13_990)
+    machine = Machine(Account.parse("acme"), APP, tokens)
+    actions = machine.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert isinstance(actions[1], RefreshDue)
+    refresh = machine.handle(TokensLoaded(now=NOW, tokens=None))[0]
+    assert isinstance(refresh, Send)
+    followed = machine.handle(
+        ResponseReceived(
+            now=NOW,
+            request_id=refresh.request_id,
+            status=307,
+            headers=[("Location", "/oauth/token/")],
+            body=b"",
+        )
+    )
+    assert not [a for a in followed if isinstance(a, Send)]
+    aborted = [a for a in followed if isinstance(a, RefreshAborted)]
+    assert len(aborted) == 1
+    assert "loops back" in str(aborted[0].error)
+    assert machine.tokens == tokens
+    assert machine.account.origin == "https://acme.checkfront.com"
+
+
+def test_oversized_400_body_is_not_parsed_as_a_token_rejection() -> None:
+    machine = Machine(Account.parse("acme"), APP, fresh())
+    send = machine.handle(CallRequested(now=NOW, method="GET", path="item"))[1]
+    assert isinstance(send, Send)
+    body = b'{"error": "invalid_token", "pad": "' + b"x" * 70_000 + b'"}'
+    done = machine.handle(
+        ResponseReceived(now=NOW, request_id=send.request_id, status=400, headers=(), body=body)
+    )
+    assert len(done) == 1
+    assert isinstance(done[0], Deliver)
+    assert done[0].status == 400
