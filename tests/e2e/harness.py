@@ -8,17 +8,15 @@ body drives all three.
 
 from __future__ import annotations
 
-import http.client
-import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import trio
 
 from cfauth import Response
+from cfauth.cli import browse
 from cfauth.sandbox import Sandbox
 from cfauth.stdlib import HttpClientTransport
 from cfauth.stores import MemoryStore
@@ -153,7 +151,7 @@ class Harness:
             url = self._async.authorize(state, verifier)
         else:
             url = self._sync.authorize(state, verifier)
-        callback = browse(self.sandbox, url)
+        callback = browse(url, port=self.sandbox.port, context=self.sandbox.ssl_context())
         if self._trio is not None:
             trio_driver = self._async
 
@@ -170,26 +168,6 @@ class Harness:
             self._trio.close()
         else:
             self._transport.close()
-
-
-def browse(sandbox: Sandbox, url: str) -> str:
-    """GET ``url`` like a browser (no credentials) and return the redirect's Location."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    context = sandbox.ssl_context()
-    sock = socket.create_connection(("127.0.0.1", sandbox.port), timeout=10)
-    conn = http.client.HTTPSConnection(host, 443, context=context, timeout=10)
-    conn.sock = context.wrap_socket(sock, server_hostname=host)
-    try:
-        conn.request("GET", parts.path + "?" + parts.query, headers={"Host": host})
-        response = conn.getresponse()
-        response.read()
-        location = response.getheader("Location")
-    finally:
-        conn.close()
-    assert response.status == 302, response.status
-    assert location is not None
-    return location
 
 
 def unknown_ca_context() -> ssl.SSLContext:
