@@ -25,7 +25,7 @@ from enum import Enum
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from ._errors import InsecureTransport, InvalidInput, UntrustedRedirect
-from ._record import Record
+from ._record import Record, _new
 
 __all__ = ["Account", "Params", "RedirectKind", "RedirectTarget", "refuse_redirect", "shown"]
 
@@ -49,7 +49,6 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
 #: Characters a Location value may hold: visible ASCII less the backslash.
 _LOCATION_CHARS = re.compile(r"[\x21-\x5b\x5d-\x7e]+")
 MAX_LOCATION_LENGTH = 2048
-_set = object.__setattr__
 #: (api_base, path) -> validated path: saves the checks on every call.
 _PATHS: dict[tuple[str, str], str] = {}
 
@@ -72,10 +71,13 @@ class RedirectTarget(Record):
     url: str
     origin: str
 
-    def __init__(self, kind: RedirectKind, url: str, origin: str) -> None:
-        _set(self, "kind", kind)
-        _set(self, "url", url)
-        _set(self, "origin", origin)
+    def __new__(cls, kind: RedirectKind, url: str, origin: str) -> RedirectTarget:
+        self: RedirectTarget = _new(cls._fast)
+        self.kind = kind
+        self.url = url
+        self.origin = origin
+        self.__class__ = cls
+        return self
 
 
 def _split_hostport(netloc: str, what: str) -> tuple[str, int | None]:
@@ -146,8 +148,8 @@ class Account(Record):
     insecure_loopback: bool
     _origin: str
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         scheme: str,
         host: str,
         port: int,
@@ -155,17 +157,20 @@ class Account(Record):
         trusted_hosts: frozenset[str] = frozenset(),
         api_base: str = "/api/3.0/",
         insecure_loopback: bool = False,
-    ) -> None:
-        _set(self, "scheme", scheme)
-        _set(self, "host", host)
-        _set(self, "port", port)
-        _set(self, "name", name)
-        _set(self, "trusted_hosts", trusted_hosts)
-        _set(self, "api_base", api_base)
-        _set(self, "insecure_loopback", insecure_loopback)
+    ) -> Account:
+        self: Account = _new(cls._fast)
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.name = name
+        self.trusted_hosts = trusted_hosts
+        self.api_base = api_base
+        self.insecure_loopback = insecure_loopback
         shown = f"[{host}]" if ":" in host else host
         default = port == _DEFAULT_PORTS[scheme]
-        _set(self, "_origin", f"{scheme}://{shown}" if default else f"{scheme}://{shown}:{port}")
+        self._origin = f"{scheme}://{shown}" if default else f"{scheme}://{shown}:{port}"
+        self.__class__ = cls
+        return self
 
     @property
     def origin(self) -> str:

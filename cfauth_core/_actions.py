@@ -8,7 +8,7 @@ that uses the tokens it stores (persisted before used), and a
 
 from __future__ import annotations
 
-from ._record import Record
+from ._record import Record, _new
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
 TYPE_CHECKING = False
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-_set = object.__setattr__
 
 
 class Request(Record):
@@ -53,17 +52,20 @@ class Request(Record):
     headers: tuple[tuple[str, str], ...]
     body: bytes | None
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         method: str,
         url: str,
         headers: tuple[tuple[str, str], ...],
         body: bytes | None = None,
-    ) -> None:
-        _set(self, "method", method)
-        _set(self, "url", url)
-        _set(self, "headers", headers)
-        _set(self, "body", body)
+    ) -> Request:
+        self: Request = _new(cls._fast)
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.__class__ = cls
+        return self
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -87,8 +89,11 @@ class CallAccepted(Action):
     __slots__ = ("call_id",)
     call_id: int
 
-    def __init__(self, call_id: int) -> None:
-        _set(self, "call_id", call_id)
+    def __new__(cls, call_id: int) -> CallAccepted:
+        self: CallAccepted = _new(cls._fast)
+        self.call_id = call_id
+        self.__class__ = cls
+        return self
 
 
 class Send(Action):
@@ -108,19 +113,22 @@ class Send(Action):
     purpose: Literal["call", "refresh", "exchange"]
     deadline: float | None
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         request_id: int,
         request: Request,
         call_id: int | None = None,
         purpose: Literal["call", "refresh", "exchange"] = "call",
         deadline: float | None = None,
-    ) -> None:
-        _set(self, "request_id", request_id)
-        _set(self, "request", request)
-        _set(self, "call_id", call_id)
-        _set(self, "purpose", purpose)
-        _set(self, "deadline", deadline)
+    ) -> Send:
+        self: Send = _new(cls._fast)
+        self.request_id = request_id
+        self.request = request
+        self.call_id = call_id
+        self.purpose = purpose
+        self.deadline = deadline
+        self.__class__ = cls
+        return self
 
 
 class Store(Action):
@@ -129,8 +137,11 @@ class Store(Action):
     __slots__ = ("tokens",)
     tokens: TokenSet
 
-    def __init__(self, tokens: TokenSet) -> None:
-        _set(self, "tokens", tokens)
+    def __new__(cls, tokens: TokenSet) -> Store:
+        self: Store = _new(cls._fast)
+        self.tokens = tokens
+        self.__class__ = cls
+        return self
 
 
 class RefreshDue(Action):
@@ -142,8 +153,11 @@ class RefreshDue(Action):
     __slots__ = ("reason",)
     reason: str
 
-    def __init__(self, reason: str) -> None:
-        _set(self, "reason", reason)
+    def __new__(cls, reason: str) -> RefreshDue:
+        self: RefreshDue = _new(cls._fast)
+        self.reason = reason
+        self.__class__ = cls
+        return self
 
 
 class ReleaseLease(Action):
@@ -163,12 +177,15 @@ class Deliver(Action):
     body: bytes
     url: str
 
-    def __init__(self, call_id: int, status: int, headers: Headers, body: bytes, url: str) -> None:
-        _set(self, "call_id", call_id)
-        _set(self, "status", status)
-        _set(self, "headers", headers)
-        _set(self, "body", body)
-        _set(self, "url", url)
+    def __new__(cls, call_id: int, status: int, headers: Headers, body: bytes, url: str) -> Deliver:
+        self: Deliver = _new(cls._fast)
+        self.call_id = call_id
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.url = url
+        self.__class__ = cls
+        return self
 
 
 class Fail(Action):
@@ -178,9 +195,12 @@ class Fail(Action):
     call_id: int
     error: CfauthError
 
-    def __init__(self, call_id: int, error: CfauthError) -> None:
-        _set(self, "call_id", call_id)
-        _set(self, "error", error)
+    def __new__(cls, call_id: int, error: CfauthError) -> Fail:
+        self: Fail = _new(cls._fast)
+        self.call_id = call_id
+        self.error = error
+        self.__class__ = cls
+        return self
 
 
 class RetryAt(Action):
@@ -191,9 +211,12 @@ class RetryAt(Action):
     call_id: int
     at: float
 
-    def __init__(self, call_id: int, at: float) -> None:
-        _set(self, "call_id", call_id)
-        _set(self, "at", at)
+    def __new__(cls, call_id: int, at: float) -> RetryAt:
+        self: RetryAt = _new(cls._fast)
+        self.call_id = call_id
+        self.at = at
+        self.__class__ = cls
+        return self
 
 
 class AccountMoved(Action):
@@ -204,9 +227,12 @@ class AccountMoved(Action):
     old_origin: str
     new_origin: str
 
-    def __init__(self, old_origin: str, new_origin: str) -> None:
-        _set(self, "old_origin", old_origin)
-        _set(self, "new_origin", new_origin)
+    def __new__(cls, old_origin: str, new_origin: str) -> AccountMoved:
+        self: AccountMoved = _new(cls._fast)
+        self.old_origin = old_origin
+        self.new_origin = new_origin
+        self.__class__ = cls
+        return self
 
 
 class AuthorizeAt(Action):
@@ -216,8 +242,11 @@ class AuthorizeAt(Action):
     __slots__ = ("url",)
     url: str
 
-    def __init__(self, url: str) -> None:
-        _set(self, "url", url)
+    def __new__(cls, url: str) -> AuthorizeAt:
+        self: AuthorizeAt = _new(cls._fast)
+        self.url = url
+        self.__class__ = cls
+        return self
 
 
 class Authorized(Action):
@@ -232,8 +261,11 @@ class AuthorizationFailed(Action):
     __slots__ = ("error",)
     error: CfauthError
 
-    def __init__(self, error: CfauthError) -> None:
-        _set(self, "error", error)
+    def __new__(cls, error: CfauthError) -> AuthorizationFailed:
+        self: AuthorizationFailed = _new(cls._fast)
+        self.error = error
+        self.__class__ = cls
+        return self
 
 
 class RefreshAborted(Action):
@@ -242,8 +274,11 @@ class RefreshAborted(Action):
     __slots__ = ("error",)
     error: CfauthError
 
-    def __init__(self, error: CfauthError) -> None:
-        _set(self, "error", error)
+    def __new__(cls, error: CfauthError) -> RefreshAborted:
+        self: RefreshAborted = _new(cls._fast)
+        self.error = error
+        self.__class__ = cls
+        return self
 
 
 class AuthorizationLost(Action):
@@ -253,5 +288,8 @@ class AuthorizationLost(Action):
     __slots__ = ("error",)
     error: CfauthError
 
-    def __init__(self, error: CfauthError) -> None:
-        _set(self, "error", error)
+    def __new__(cls, error: CfauthError) -> AuthorizationLost:
+        self: AuthorizationLost = _new(cls._fast)
+        self.error = error
+        self.__class__ = cls
+        return self

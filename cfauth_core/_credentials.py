@@ -10,12 +10,11 @@ from base64 import b64encode
 from urllib.parse import quote_plus, urlsplit
 
 from ._errors import InvalidInput
-from ._record import Record
+from ._record import Record, _new
 
 __all__ = ["ApiKey", "Credential", "OAuth2App", "basic_authorization"]
 
 _LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
-_set = object.__setattr__
 
 
 def basic_authorization(user: str, password: str) -> str:
@@ -44,14 +43,17 @@ class ApiKey(Record):
     secret: str
     _authorization: str
 
-    def __init__(self, key: str, secret: str) -> None:
+    def __new__(cls, key: str, secret: str) -> ApiKey:
+        self: ApiKey = _new(cls._fast)
         _check_text("ApiKey key", key)
         _check_text("ApiKey secret", secret)
         if ":" in key:
             raise InvalidInput("ApiKey key: a key cannot contain ':'; check what you copied")
-        _set(self, "key", key)
-        _set(self, "secret", secret)
-        _set(self, "_authorization", basic_authorization(key, secret))
+        self.key = key
+        self.secret = secret
+        self._authorization = basic_authorization(key, secret)
+        self.__class__ = cls
+        return self
 
     @property
     def authorization(self) -> str:
@@ -77,7 +79,8 @@ class OAuth2App(Record):
     redirect_uri: str
     _token_authorization: str
 
-    def __init__(self, client_id: str, client_secret: str, redirect_uri: str) -> None:
+    def __new__(cls, client_id: str, client_secret: str, redirect_uri: str) -> OAuth2App:
+        self: OAuth2App = _new(cls._fast)
         _check_text("OAuth2App client_id", client_id)
         _check_text("OAuth2App client_secret", client_secret)
         _check_text("OAuth2App redirect_uri", redirect_uri)
@@ -107,14 +110,14 @@ class OAuth2App(Record):
         # application/x-www-form-urlencoded encoding algorithm ... and the
         # encoded value is used as the username; the client password is
         # encoded using the same algorithm and used as the password."
-        _set(self, "client_id", client_id)
-        _set(self, "client_secret", client_secret)
-        _set(self, "redirect_uri", redirect_uri)
-        _set(
-            self,
-            "_token_authorization",
-            basic_authorization(quote_plus(client_id, safe=""), quote_plus(client_secret, safe="")),
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self._token_authorization = basic_authorization(
+            quote_plus(client_id, safe=""), quote_plus(client_secret, safe="")
         )
+        self.__class__ = cls
+        return self
 
     @property
     def token_authorization(self) -> str:

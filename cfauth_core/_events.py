@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ._account import Params
 from ._errors import InvalidInput
-from ._record import Record
+from ._record import Record, _new
 from ._tokens import TokenSet
 
 __all__ = [
@@ -70,9 +70,6 @@ def _check_now(now: float) -> None:
         raise InvalidInput("now: pass the wall-clock time in seconds (time.time())")
 
 
-_set = object.__setattr__
-
-
 class CallRequested(Event):
     """The program wants to call the API: ``method`` on ``path`` under the API base.
 
@@ -89,8 +86,8 @@ class CallRequested(Event):
     data: Params | None
     headers: Headers
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         now: float,
         method: str,
@@ -98,8 +95,10 @@ class CallRequested(Event):
         params: Params | None = None,
         data: Params | None = None,
         headers: Headers = (),
-    ) -> None:
-        _check_now(now)
+    ) -> CallRequested:
+        # The checks of _check_now, inlined: this runs for every call.
+        if (type(now) is not float and type(now) is not int) or not 0 <= now < _INF:
+            _check_now(now)
         if method not in METHODS:
             raise InvalidInput(
                 f"method {method!r}: pass one of {', '.join(sorted(METHODS))} in upper case"
@@ -108,12 +107,15 @@ class CallRequested(Event):
             raise InvalidInput("a GET has no body: pass its parameters as params, not data")
         if headers:
             check_headers(headers)
-        _set(self, "now", now)
-        _set(self, "method", method)
-        _set(self, "path", path)
-        _set(self, "params", params)
-        _set(self, "data", data)
-        _set(self, "headers", headers)
+        self: CallRequested = _new(cls._fast)
+        self.now = now
+        self.method = method
+        self.path = path
+        self.params = params
+        self.data = data
+        self.headers = headers
+        self.__class__ = cls
+        return self
 
 
 def check_headers(headers: Headers) -> None:
@@ -150,20 +152,26 @@ class ResponseReceived(Event):
     headers: Headers
     body: bytes
 
-    def __init__(
-        self, *, now: float, request_id: int, status: int, headers: Headers, body: bytes
-    ) -> None:
-        _check_now(now)
-        _check_id(request_id)
+    def __new__(
+        cls, *, now: float, request_id: int, status: int, headers: Headers, body: bytes
+    ) -> ResponseReceived:
+        # The checks of _check_now and _check_id, inlined: this runs for every call.
+        if (type(now) is not float and type(now) is not int) or not 0 <= now < _INF:
+            _check_now(now)
+        if type(request_id) is not int or request_id < 1:
+            _check_id(request_id)
         if type(status) is not int or not 100 <= status <= 999:
             raise InvalidInput("status: pass the HTTP status code as an int")
         if type(body) is not bytes:
             raise InvalidInput("body: pass the response body as bytes")
-        _set(self, "now", now)
-        _set(self, "request_id", request_id)
-        _set(self, "status", status)
-        _set(self, "headers", headers)
-        _set(self, "body", body)
+        self: ResponseReceived = _new(cls._fast)
+        self.now = now
+        self.request_id = request_id
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.__class__ = cls
+        return self
 
 
 class SendFailed(Event):
@@ -176,16 +184,19 @@ class SendFailed(Event):
     request_id: int
     reason: str
 
-    def __init__(
-        self, *, now: float, request_id: int, reason: str = "the transport failed"
-    ) -> None:
+    def __new__(
+        cls, *, now: float, request_id: int, reason: str = "the transport failed"
+    ) -> SendFailed:
+        self: SendFailed = _new(cls._fast)
         _check_now(now)
         _check_id(request_id)
         if not isinstance(reason, str):
             raise InvalidInput("reason: pass a short description as a string")
-        _set(self, "now", now)
-        _set(self, "request_id", request_id)
-        _set(self, "reason", reason)
+        self.now = now
+        self.request_id = request_id
+        self.reason = reason
+        self.__class__ = cls
+        return self
 
 
 class ClockTick(Event):
@@ -196,9 +207,12 @@ class ClockTick(Event):
     __slots__ = ("now",)
     now: float
 
-    def __init__(self, *, now: float) -> None:
+    def __new__(cls, *, now: float) -> ClockTick:
+        self: ClockTick = _new(cls._fast)
         _check_now(now)
-        _set(self, "now", now)
+        self.now = now
+        self.__class__ = cls
+        return self
 
 
 class TokensLoaded(Event):
@@ -210,12 +224,15 @@ class TokensLoaded(Event):
     now: float
     tokens: TokenSet | None
 
-    def __init__(self, *, now: float, tokens: TokenSet | None) -> None:
+    def __new__(cls, *, now: float, tokens: TokenSet | None) -> TokensLoaded:
+        self: TokensLoaded = _new(cls._fast)
         _check_now(now)
         if tokens is not None and not isinstance(tokens, TokenSet):
             raise InvalidInput("tokens: pass a TokenSet or None")
-        _set(self, "now", now)
-        _set(self, "tokens", tokens)
+        self.now = now
+        self.tokens = tokens
+        self.__class__ = cls
+        return self
 
 
 class LeaseFailed(Event):
@@ -226,12 +243,17 @@ class LeaseFailed(Event):
     now: float
     reason: str
 
-    def __init__(self, *, now: float, reason: str = "the token store could not be locked") -> None:
+    def __new__(
+        cls, *, now: float, reason: str = "the token store could not be locked"
+    ) -> LeaseFailed:
+        self: LeaseFailed = _new(cls._fast)
         _check_now(now)
         if not isinstance(reason, str):
             raise InvalidInput("reason: pass a short description as a string")
-        _set(self, "now", now)
-        _set(self, "reason", reason)
+        self.now = now
+        self.reason = reason
+        self.__class__ = cls
+        return self
 
 
 class AuthorizationRequested(Event):
@@ -249,15 +271,20 @@ class AuthorizationRequested(Event):
     state: str
     code_verifier: str | None
 
-    def __init__(self, *, now: float, state: str, code_verifier: str | None = None) -> None:
+    def __new__(
+        cls, *, now: float, state: str, code_verifier: str | None = None
+    ) -> AuthorizationRequested:
+        self: AuthorizationRequested = _new(cls._fast)
         _check_now(now)
         if not isinstance(state, str) or (
             code_verifier is not None and not isinstance(code_verifier, str)
         ):
             raise InvalidInput("state and code_verifier: pass strings")
-        _set(self, "now", now)
-        _set(self, "state", state)
-        _set(self, "code_verifier", code_verifier)
+        self.now = now
+        self.state = state
+        self.code_verifier = code_verifier
+        self.__class__ = cls
+        return self
 
 
 class CallbackReceived(Event):
@@ -271,15 +298,20 @@ class CallbackReceived(Event):
     url: str
     redirected_at: float | None
 
-    def __init__(self, *, now: float, url: str, redirected_at: float | None = None) -> None:
+    def __new__(
+        cls, *, now: float, url: str, redirected_at: float | None = None
+    ) -> CallbackReceived:
+        self: CallbackReceived = _new(cls._fast)
         _check_now(now)
         if not isinstance(url, str):
             raise InvalidInput("url: pass the callback URL or its query string")
         if redirected_at is not None:
             _check_now(redirected_at)
-        _set(self, "now", now)
-        _set(self, "url", url)
-        _set(self, "redirected_at", redirected_at)
+        self.now = now
+        self.url = url
+        self.redirected_at = redirected_at
+        self.__class__ = cls
+        return self
 
 
 class CallCancelled(Event):
@@ -291,8 +323,11 @@ class CallCancelled(Event):
     now: float
     call_id: int
 
-    def __init__(self, *, now: float, call_id: int) -> None:
+    def __new__(cls, *, now: float, call_id: int) -> CallCancelled:
+        self: CallCancelled = _new(cls._fast)
         _check_now(now)
         _check_id(call_id)
-        _set(self, "now", now)
-        _set(self, "call_id", call_id)
+        self.now = now
+        self.call_id = call_id
+        self.__class__ = cls
+        return self

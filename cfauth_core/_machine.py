@@ -86,7 +86,7 @@ from ._events import (
     SendFailed,
     TokensLoaded,
 )
-from ._record import Record
+from ._record import Record, _new
 from ._retry import parse_retry_after
 from ._state import EVENTS_ALLOWED, State, Trigger, next_state
 from ._tokens import TokenSet, load_json, parse_oauth_error, parse_token_response, scrub
@@ -102,6 +102,7 @@ __all__ = ["Config", "Machine"]
 
 __version__ = "0.1.0"
 
+_INF = float("inf")
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})
@@ -146,8 +147,8 @@ class Config(Record):
     exchange_window: float
     user_agent: str
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         refresh_leeway: float = 300.0,
         keep_alive_before: float = 86400.0,
@@ -158,17 +159,17 @@ class Config(Record):
         pkce: bool = True,
         exchange_window: float = 60.0,
         user_agent: str = f"cfauth/{__version__}",
-    ) -> None:
-        _set = object.__setattr__
-        _set(self, "refresh_leeway", refresh_leeway)
-        _set(self, "keep_alive_before", keep_alive_before)
-        _set(self, "max_redirects", max_redirects)
-        _set(self, "max_rate_limit_retries", max_rate_limit_retries)
-        _set(self, "max_retry_wait", max_retry_wait)
-        _set(self, "default_retry_wait", default_retry_wait)
-        _set(self, "pkce", pkce)
-        _set(self, "exchange_window", exchange_window)
-        _set(self, "user_agent", user_agent)
+    ) -> Config:
+        self: Config = _new(cls._fast)
+        self.refresh_leeway = refresh_leeway
+        self.keep_alive_before = keep_alive_before
+        self.max_redirects = max_redirects
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.max_retry_wait = max_retry_wait
+        self.default_retry_wait = default_retry_wait
+        self.pkce = pkce
+        self.exchange_window = exchange_window
+        self.user_agent = user_agent
         for name in (
             "refresh_leeway",
             "keep_alive_before",
@@ -187,6 +188,8 @@ class Config(Record):
             raise InvalidInput("Config.user_agent: pass a string without control characters")
         if not isinstance(self.pkce, bool):
             raise InvalidInput("Config.pkce: pass True or False")
+        self.__class__ = cls
+        return self
 
 
 def _is_header_value(value: str) -> bool:
@@ -301,18 +304,19 @@ class Machine:
         self._account = account
         self._credential = credential
         self._oauth = isinstance(credential, OAuth2App)
-        self._tokens: TokenSet | None = None
-        self._auth_header = ""
-        self._set_tokens(tokens)
-        if isinstance(credential, ApiKey):
-            self._auth_header = credential.authorization
-            self._enter(State.READY)
-        else:
-            self._enter(State.READY if tokens is not None else State.UNAUTHORIZED)
         self._static_headers: tuple[tuple[str, str], ...] = (
             ("Accept", "application/json"),
             ("User-Agent", self._config.user_agent),
         )
+        self._tokens: TokenSet | None = None
+        self._quiet_until = _INF
+        self._set_auth("")
+        self._set_tokens(tokens)
+        if isinstance(credential, ApiKey):
+            self._set_auth(credential.authorization)
+            self._enter(State.READY)
+        else:
+            self._enter(State.READY if tokens is not None else State.UNAUTHORIZED)
         self._next_call_id = 1
         self._next_request_id = 1
         self._calls: dict[int, _Call] = {}
@@ -384,7 +388,21 @@ class Machine:
     def _set_tokens(self, tokens: TokenSet | None) -> None:
         self._tokens = tokens
         if tokens is not None:
-            self._auth_header = "Bearer " + tokens.access_token
+            self._set_auth("Bearer " + tokens.access_token)
+            # Before this time no refresh can be due (see _refresh_reason):
+            # the hot path compares against it instead of working it out.
+            config = self._config
+            leeway = min(config.refresh_leeway, (tokens.expires_at - tokens.updated_at) / 2)
+            keep_alive_from = tokens.refresh_expires_at - config.keep_alive_before
+            self._quiet_until = min(
+                tokens.expires_at - leeway,
+                tokens.refresh_expires_at,
+                keep_alive_from if tokens.updated_at < keep_alive_from else _INF,
+            )
+
+    def _set_auth(self, header: str) -> None:
+        self._auth_header = header
+        self._base_headers = (("Authorization", header), *self._static_headers)
 
     def _secrets(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
         """Every secret the machine knows (and ``extra``), for scrubbing server text."""
@@ -433,7 +451,7 @@ class Machine:
 
     def _on_call_requested(self, event: CallRequested) -> list[Action]:
         path = self._account.api_path(event.path, event.params)  # may raise: nothing changed yet
-        headers = tuple(event.headers)
+        headers = tuple(event.headers) if event.headers else ()
         body = None
         if event.data is not None:
             body = urlencode(event.data, doseq=True).encode("ascii")
@@ -450,7 +468,7 @@ class Machine:
         """Send ``call`` with the current credential, or make it wait, or fail it."""
         state = self._state
         if state is State.READY:
-            if self._oauth:
+            if self._oauth and now >= self._quiet_until:
                 reason = self._refresh_reason(now)
                 if reason == "lost":
                     error = self._lose_grant(_EXPIRED, None, actions)
@@ -479,15 +497,12 @@ class Machine:
     def _send_call(self, call: _Call) -> Send:
         request_id = self._next_request_id
         self._next_request_id = request_id + 1
-        auth = self._auth_header
         call.sent_to = url = call.url or self._account.origin + call.path
-        request = Request(
-            call.method,
-            url,
-            (("Authorization", auth), *self._static_headers, *call.headers),
-            call.body,
-        )
-        call.token = auth
+        headers = self._base_headers
+        if call.headers:
+            headers += call.headers
+        request = Request(call.method, url, headers, call.body)
+        call.token = self._auth_header
         self._pending[request_id] = call
         return Send(request_id, request, call.call_id)
 
@@ -863,7 +878,7 @@ class Machine:
         assert self._tokens is not None  # the grant is lost only from READY/LEASING/REFRESHING
         self._refused = self._tokens.refresh_token
         self._set_tokens(None)
-        self._auth_header = ""
+        self._set_auth("")
         error = ReauthorizationRequired(
             f"{why}: the OAuth2 grant is gone; log in again (cfauth login)", cause=cause
         )

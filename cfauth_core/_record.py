@@ -8,7 +8,16 @@ copyable and picklable, and immutable after construction.
 They are written out by hand rather than generated with ``@dataclass``:
 ``dataclasses`` builds each class by compiling source text at import time,
 about half a millisecond a class, which for the core's thirty-odd classes
-would be the whole import budget (see the README's figures).
+would be the whole import budget.
+
+Construction is on the hot path (every call builds about six records), so
+it avoids the usual price of immutability.  A frozen class must refuse
+``setattr``, which makes every assignment in its constructor a slow
+``object.__setattr__`` call.  Instead each record class has a private *twin*
+with the same slots and no such guard: the constructor fills a twin with
+plain attribute stores, then switches the instance's class to the frozen
+one (legal because the layouts are identical).  That halves the cost of
+building a record.
 """
 
 from __future__ import annotations
@@ -20,14 +29,23 @@ if TYPE_CHECKING:
 
 __all__ = ["Record"]
 
-_set = object.__setattr__
+_new = object.__new__
 
 
 def _rebuild(cls: type[Record], state: tuple[Any, ...]) -> Record:
-    record = object.__new__(cls)
+    record: Record = _new(cls._fast)
     for name, value in zip(cls._slots, state, strict=True):
-        _set(record, name, value)
+        setattr(record, name, value)
+    record.__class__ = cls
     return record
+
+
+def _frozen_setattr(self: object, name: str, value: object) -> None:
+    raise AttributeError(f"{type(self).__name__} is immutable: build a new one instead")
+
+
+def _frozen_delattr(self: object, name: str) -> None:
+    raise AttributeError(f"{type(self).__name__} is immutable: build a new one instead")
 
 
 class Record:
@@ -43,20 +61,30 @@ class Record:
     _hidden: ClassVar[frozenset[str]] = frozenset()
     #: The fields, for positional patterns in ``match`` statements.
     __match_args__: ClassVar[tuple[str, ...]] = ()
+    #: The unguarded twin the constructor fills (see the module docstring).
+    _fast: ClassVar[type[Any]]
+    _is_twin: ClassVar[bool] = False
 
     def __init_subclass__(cls) -> None:
+        if cls.__dict__.get("_is_twin"):
+            return
         slots: list[str] = []
         for klass in reversed(cls.__mro__):
             slots.extend(klass.__dict__.get("__slots__", ()))
         cls._slots = tuple(slots)
         cls._fields = tuple(name for name in slots if not name.startswith("_"))
         setattr(cls, "__match_args__", cls._fields)  # noqa: B010 - mypy: declared ClassVar
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: build a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: build a new one instead")
+        own = cls.__dict__.get("__slots__", ())
+        if own:
+            # A leaf record: give it a twin, then freeze it.  (Bases such as
+            # Event and Action have no slots of their own and stay unguarded,
+            # so the twins, which derive from them, are unguarded too.)
+            namespace = {"__slots__": own, "_is_twin": True, "__module__": cls.__module__}
+            cls._fast = type(f"_{cls.__name__}Twin", cls.__bases__, namespace)
+            setattr(cls, "__setattr__", _frozen_setattr)  # noqa: B010
+            setattr(cls, "__delattr__", _frozen_delattr)  # noqa: B010
+        else:
+            cls._fast = cls  # nothing to assign: no slots of its own
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._fields)

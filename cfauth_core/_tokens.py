@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 from ._errors import InvalidTokenRecord, OAuthError, RemoteProtocolError
-from ._record import Record
+from ._record import Record, _new
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
 TYPE_CHECKING = False
@@ -40,7 +40,6 @@ MAX_TOKEN_BODY = 64 * 1024
 MAX_EXPIRES_IN = 365 * 24 * 3600
 #: The version written by :meth:`TokenSet.to_dict`.
 RECORD_VERSION = 1
-_set = object.__setattr__
 
 
 def _is_token(value: object) -> TypeGuard[str]:
@@ -82,21 +81,24 @@ class TokenSet(Record):
     updated_at: float
     scope: str | None
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         access_token: str,
         refresh_token: str,
         expires_at: float,
         refresh_expires_at: float,
         updated_at: float,
         scope: str | None = None,
-    ) -> None:
-        _set(self, "access_token", access_token)
-        _set(self, "refresh_token", refresh_token)
-        _set(self, "expires_at", expires_at)
-        _set(self, "refresh_expires_at", refresh_expires_at)
-        _set(self, "updated_at", updated_at)
-        _set(self, "scope", scope)
+    ) -> TokenSet:
+        self: TokenSet = _new(cls._fast)
+        self.access_token = access_token
+        self.refresh_token = refresh_token
+        self.expires_at = expires_at
+        self.refresh_expires_at = refresh_expires_at
+        self.updated_at = updated_at
+        self.scope = scope
+        self.__class__ = cls
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, versioned so later formats can read it back."""

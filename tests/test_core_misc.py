@@ -71,6 +71,10 @@ def fresh() -> TokenSet:
             "set by cfauth",
         ),
         (
+            lambda: ResponseReceived(now=-2.0, request_id=1, status=200, headers=(), body=b""),
+            "wall-clock",
+        ),
+        (
             lambda: ResponseReceived(now=NOW, request_id=0, status=200, headers=(), body=b""),
             "positive int",
         ),
