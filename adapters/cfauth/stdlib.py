@@ -74,14 +74,14 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from cfauth_core import Account, Config, Credential, Machine, OAuth2App, Request, TokenSet
+from cfauth_core import Account, Config, Credential, Request, TokenSet
 
 from ._http import Response, TransportFailure, parse_resolve
 from .stores import TokenStore
-from .sync import Client, Driver
+from .sync import Client, build_client
 
 __all__ = ["HttpClientTransport", "client"]
 
@@ -296,63 +296,6 @@ def _is_dropped(sock: socket.socket | None) -> bool:
         return bool(readable)  # pragma: no cover - Windows
     except (OSError, ValueError):
         return True
-
-
-class _ClosingTransport(Protocol):
-    """A transport that holds connections: what :func:`client` builds."""
-
-    def __call__(self, request: Request) -> Response: ...
-
-    def close(self) -> None: ...
-
-
-class _TransportClient(Client):
-    """A :class:`~cfauth.sync.Client` that owns its transport: closing it
-    closes the transport's connections too."""
-
-    def __init__(
-        self,
-        driver: Driver,
-        transport: _ClosingTransport,
-        *,
-        on_behalf: str | None,
-        forwarded_for: str | None,
-    ) -> None:
-        super().__init__(driver, on_behalf=on_behalf, forwarded_for=forwarded_for)
-        self.transport = transport
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self.transport.close()
-
-
-def _build_client(
-    account: str | Account,
-    credential: Credential,
-    make_transport: Callable[[], _ClosingTransport],
-    *,
-    tokens: TokenSet | None,
-    store: TokenStore | None,
-    config: Config | None,
-    on_behalf: str | None,
-    forwarded_for: str | None,
-    on_account_moved: Callable[[str, str], None] | None,
-) -> Client:
-    if isinstance(account, str):
-        account = Account.parse(account)
-    if tokens is None and store is not None and isinstance(credential, OAuth2App):
-        tokens = store.load()
-    machine = Machine(account, credential, tokens, config=config)
-    transport = make_transport()
-    driver = Driver(machine, transport, store=store, on_account_moved=on_account_moved)
-    return _TransportClient(
-        driver,
-        transport,
-        on_behalf=on_behalf,
-        forwarded_for=forwarded_for,
-    )
 
 
 # -- the http.client transport ---------------------------------------------------
@@ -595,10 +538,10 @@ def client(
     :class:`~cfauth.sync.Client`'s, ``on_account_moved`` the
     :class:`~cfauth.sync.Driver`'s.  Closing the client closes the transport.
     """
-    return _build_client(
+    return build_client(
         account,
         credential,
-        lambda: HttpClientTransport(
+        HttpClientTransport(
             ssl_context=ssl_context,
             ca_file=ca_file,
             connect_timeout=connect_timeout,

@@ -27,9 +27,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from cfauth_core import (
+    Account,
     AccountMoved,
     Action,
     AuthorizationFailed,
@@ -42,28 +43,33 @@ from cfauth_core import (
     CallCancelled,
     CallRequested,
     ClockTick,
+    Config,
+    Credential,
     Deliver,
     Event,
     Fail,
     LeaseFailed,
     LocalProtocolError,
     Machine,
+    OAuth2App,
     Params,
     RefreshAborted,
     RefreshDue,
     ReleaseLease,
+    Request,
     ResponseReceived,
     RetryAt,
     Send,
     SendFailed,
     Store,
+    TokenSet,
     TokensLoaded,
 )
 
 from ._http import Response, Transport, check_api_response
 from .stores import TokenStore
 
-__all__ = ["Client", "Driver"]
+__all__ = ["Client", "ClosingTransport", "Driver", "build_client"]
 
 log = logging.getLogger("cfauth")
 
@@ -377,15 +383,22 @@ class Client:
 
     ``on_behalf`` (``X-On-Behalf``: a staff account id, or ``"off"`` to act as
     a customer) and ``forwarded_for`` (``X-Forwarded-For``: the end customer's
-    IP) apply to every call unless a call gives its own.
+    IP) apply to every call unless a call gives its own.  ``transport``, if
+    given, is a transport this client owns: :meth:`close` closes it.
     """
 
     def __init__(
-        self, driver: Driver, *, on_behalf: str | None = None, forwarded_for: str | None = None
+        self,
+        driver: Driver,
+        *,
+        on_behalf: str | None = None,
+        forwarded_for: str | None = None,
+        transport: ClosingTransport | None = None,
     ) -> None:
         self.driver = driver
         self.on_behalf = on_behalf
         self.forwarded_for = forwarded_for
+        self.transport = transport
 
     def request(
         self,
@@ -424,10 +437,46 @@ class Client:
         return self.request("DELETE", path, **kwargs)
 
     def close(self) -> None:
-        self.driver.close()
+        """Close the driver, and the transport if this client owns one."""
+        try:
+            self.driver.close()
+        finally:
+            if self.transport is not None:
+                self.transport.close()
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ClosingTransport(Protocol):
+    """A transport that holds connections (what :func:`build_client` takes)."""
+
+    def __call__(self, request: Request) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+def build_client(
+    account: str | Account,
+    credential: Credential,
+    transport: ClosingTransport,
+    *,
+    tokens: TokenSet | None = None,
+    store: TokenStore | None = None,
+    config: Config | None = None,
+    on_behalf: str | None = None,
+    forwarded_for: str | None = None,
+    on_account_moved: Callable[[str, str], None] | None = None,
+) -> Client:
+    """A :class:`Client` that owns ``transport``: the machine for ``account``
+    and ``credential``, with OAuth2 tokens from ``tokens`` or else the store."""
+    if isinstance(account, str):
+        account = Account.parse(account)
+    if tokens is None and store is not None and isinstance(credential, OAuth2App):
+        tokens = store.load()
+    machine = Machine(account, credential, tokens, config=config)
+    driver = Driver(machine, transport, store=store, on_account_moved=on_account_moved)
+    return Client(driver, on_behalf=on_behalf, forwarded_for=forwarded_for, transport=transport)

@@ -55,7 +55,6 @@ from cfauth_core import Account, Config, Credential, Request, TokenSet
 
 from ._http import Response, TransportFailure, parse_resolve
 from .stdlib import (
-    _build_client,
     _check_options,
     _describe,
     _failure,
@@ -67,7 +66,7 @@ from .stdlib import (
     _tls_context,
 )
 from .stores import TokenStore
-from .sync import Client
+from .sync import Client, build_client
 
 __all__ = ["Urllib3Transport", "client"]
 
@@ -271,10 +270,10 @@ def client(
     """A blocking API client over :class:`Urllib3Transport`; the arguments are
     :func:`cfauth.stdlib.client`'s, with ``pool_maxsize`` for the pool size.
     Closing the client closes the transport."""
-    return _build_client(
+    return build_client(
         account,
         credential,
-        lambda: Urllib3Transport(
+        Urllib3Transport(
             ssl_context=ssl_context,
             ca_file=ca_file,
             connect_timeout=connect_timeout,

@@ -628,7 +628,8 @@ def test_client_end_to_end(kind: str, server: Server, pki: Pki) -> None:
         response = api.get("ping")
         assert response.json()["pong"] is True
         assert response.url == f"https://{HOST}/api/3.0/ping"
-        transport = api.transport  # type: ignore[attr-defined]
+        transport = api.transport
+        assert transport is not None
     [seen] = server.seen
     headers = dict(seen.headers)
     assert (headers["Host"], headers["Authorization"], headers["X-On-Behalf"]) == (
