@@ -460,6 +460,9 @@ class Machine:
         self._next_call_id = call_id + 1
         call = _Call(call_id, event.method, path, body, headers)
         self._calls[call_id] = call
+        if self._state is State.READY and (not self._oauth or event.now < self._quiet_until):
+            # The common case, without the detour through _dispatch_call.
+            return [CallAccepted(call_id), self._send_call(call)]
         actions: list[Action] = [CallAccepted(call_id)]
         self._dispatch_call(call, event.now, actions)
         return actions

@@ -142,7 +142,7 @@ class Driver:
             path=path,
             params=params,
             data=data,
-            headers=tuple(headers),
+            headers=tuple(headers) if headers else (),
         )
         work: _Work = deque()
         with self._lock:
@@ -223,6 +223,11 @@ class Driver:
     def _run_call(self, call_id: int, work: _Work) -> Deliver | Fail:
         while True:
             self._execute(work, call_id)
+            # Only this thread takes its call's outcome, and an outcome is a
+            # call's last action: if it is there, no lock is needed to take it.
+            outcome = self._outcomes.pop(call_id, None)
+            if outcome is not None:
+                return outcome
             mail = self._mail[call_id]
             try:
                 with self._lock:
@@ -258,8 +263,9 @@ class Driver:
                     self._mail[call_id].append(action)
                     wake = True
             elif kind is Deliver or kind is Fail:
-                self._outcomes[action.call_id] = action  # type: ignore[attr-defined,assignment]
-                wake = True
+                call_id = action.call_id  # type: ignore[attr-defined]
+                self._outcomes[call_id] = action  # type: ignore[assignment]
+                wake = wake or call_id != owner  # the owner itself is not waiting
             elif kind is Store:
                 self._save(action)  # type: ignore[arg-type]
             elif kind is RefreshDue or kind is ReleaseLease:
@@ -311,19 +317,22 @@ class Driver:
 
     def _perform(self, action: Action) -> Event | None:
         """Do one piece of I/O; return the event that reports it."""
-        if isinstance(action, Send):
+        if type(action) is Send:
             request = action.request
-            log.debug("cfauth: sending %s %s (%s)", request.method, request.url, action.purpose)
             try:
                 response = self._send(request)
             except Exception as error:
+                reason = failure_reason(error)
+                log.debug("cfauth: %s %s failed: %s", request.method, request.url, reason)
+                return SendFailed(now=self._clock(), request_id=action.request_id, reason=reason)
+            if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "cfauth: %s %s failed: %s", request.method, request.url, failure_reason(error)
+                    "cfauth: %s %s (%s) -> %d",
+                    request.method,
+                    request.url,
+                    action.purpose,
+                    response.status,
                 )
-                return SendFailed(
-                    now=self._clock(), request_id=action.request_id, reason=failure_reason(error)
-                )
-            log.debug("cfauth: %s %s -> %d", request.method, request.url, response.status)
             return ResponseReceived(
                 now=self._clock(),
                 request_id=action.request_id,
