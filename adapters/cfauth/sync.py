@@ -119,6 +119,7 @@ class Driver:
         self._outcomes: dict[int, Deliver | Fail] = {}
         self._login: Authorized | AuthorizationFailed | None = None
         self._authorize_url: str | None = None
+        self._unsaved: TokenSet | None = None  # tokens the store failed to save
         self._closed = False
 
     # -- public API -----------------------------------------------------------
@@ -293,10 +294,13 @@ class Driver:
             return
         try:
             self._store.save(action.tokens)
+            self._unsaved = None
         except Exception as error:
             # The refresh already happened: the new tokens live on in the machine
-            # (and are saved again by the next refresh); stopping here would
-            # leave the lease held and the waiting calls stuck.
+            # and are saved again before the next refresh reads the store (under
+            # the lease the store is the truth, so it must not hold an older
+            # pair); stopping here would leave the lease held and calls stuck.
+            self._unsaved = action.tokens
             log.error(
                 "cfauth: the token store failed to save new tokens: %s", failure_reason(error)
             )
@@ -354,6 +358,9 @@ class Driver:
             except Exception as error:
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
             try:
+                if self._unsaved is not None:  # a save that failed earlier: the store lags
+                    self._store.save(self._unsaved)
+                    self._unsaved = None
                 tokens = self._store.load()
             except Exception as error:
                 self._store.release_lease()

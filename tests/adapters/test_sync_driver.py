@@ -367,3 +367,41 @@ def test_closed_driver_refuses_calls(server: FakeCheckfront) -> None:
         assert driver.request("GET", "item").status == 200
     with pytest.raises(Exception, match="closed"):
         driver.request("GET", "item")
+
+
+class FlakyStore(MemoryStore):
+    """A store whose next ``fail_saves`` saves raise."""
+
+    def __init__(self, tokens: TokenSet | None = None) -> None:
+        super().__init__(tokens)
+        self.fail_saves = 0
+
+    def save(self, tokens: TokenSet) -> None:
+        if self.fail_saves:
+            self.fail_saves -= 1
+            raise OSError("disk full")
+        super().save(tokens)
+
+
+def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store(
+    server: FakeCheckfront,
+) -> None:
+    clock = Clock()
+    store = FlakyStore(expired_tokens(clock.now))
+    store.fail_saves = 1
+    driver = oauth_driver(server, expired_tokens(clock.now), clock, store)
+    assert driver.request("GET", "item").status == 200  # refreshed; the save failed
+    stale = store.load()
+    assert stale is not None
+    assert stale.refresh_token == "refresh-0"
+    clock.now += 14_000  # the next refresh must not adopt the stale stored pair
+    assert driver.request("GET", "item").status == 200
+    stored = store.load()
+    assert stored is not None
+    assert stored == driver.machine.tokens
+    assert stored.refresh_token == "refresh-2"
+    bodies = [r.body for r in server.log if r.url.endswith("/oauth/token/")]
+    assert bodies == [
+        b"grant_type=refresh_token&refresh_token=refresh-0",
+        b"grant_type=refresh_token&refresh_token=refresh-1",
+    ]
