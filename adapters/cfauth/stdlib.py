@@ -65,7 +65,9 @@ URL query or a body.
 
 from __future__ import annotations
 
+import email.parser
 import http.client
+import io
 import re
 import select
 import socket
@@ -74,7 +76,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
@@ -104,6 +106,8 @@ _DROPPED: tuple[type[BaseException], ...] = (
 
 
 # -- what the transports share (cfauth.urllib3 imports these) ------------------
+
+_OriginKey = tuple[str, str, int]
 
 
 class _Target(NamedTuple):
@@ -158,8 +162,10 @@ def _target(request: Request, resolve: Mapping[tuple[str, int], tuple[str, int]]
     return _Target(scheme, host, port, target, address)
 
 
-def _headers(request: Request, target: _Target) -> list[tuple[str, str]]:
-    """The request's headers, checked, plus ``Host`` and ``Content-Length`` if missing.
+def _checked_headers(request: Request, target: _Target) -> tuple[list[tuple[str, str]], bool]:
+    """The request's headers, checked, with ``Host`` first if missing; and
+    whether they frame the body themselves (``Content-Length`` or
+    ``Transfer-Encoding``).
 
     A header that could not be sent as it is (a CR/LF, a control character,
     non-Latin-1 text) fails the request naming the header, never its value.
@@ -178,15 +184,137 @@ def _headers(request: Request, target: _Target) -> list[tuple[str, str]]:
         names.add(name.lower())
     headers = list(request.headers)
     if "host" not in names:
-        shown = f"[{target.host}]" if ":" in target.host else target.host
-        port = "" if target.port == _DEFAULT_PORTS[target.scheme] else f":{target.port}"
-        headers.insert(0, ("Host", shown + port))
-    if "content-length" not in names and "transfer-encoding" not in names:
-        if request.body is not None:
-            headers.append(("Content-Length", str(len(request.body))))
-        elif request.method.upper() in _METHODS_WITH_BODY:
-            headers.append(("Content-Length", "0"))
+        headers.insert(0, ("Host", _host_header(target.scheme, target.host, target.port)))
+    return headers, "content-length" in names or "transfer-encoding" in names
+
+
+def _content_length(request: Request, framed: bool) -> str | None:
+    """The ``Content-Length`` to add: the body's length, ``0`` for a bodiless
+    POST, PUT or PATCH, or ``None`` (none needed, or the headers frame the body)."""
+    if framed:
+        return None
+    if request.body is not None:
+        return str(len(request.body))
+    if request.method.upper() in _METHODS_WITH_BODY:
+        return "0"
+    return None
+
+
+def _headers(request: Request, target: _Target) -> list[tuple[str, str]]:
+    """The request's headers, checked, plus ``Host`` and ``Content-Length`` if missing."""
+    headers, framed = _checked_headers(request, target)
+    length = _content_length(request, framed)
+    if length is not None:
+        headers.append(("Content-Length", length))
     return headers
+
+
+def _host_header(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+
+
+#: What a transport makes of a checked header tuple (encoded bytes, a dict...).
+H = TypeVar("H")
+
+#: Methods that need no check against ``_TOKEN``.
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: Bounds of the caches: when one is full it is emptied and filled again.
+_MAX_ORIGINS = 64
+_MAX_HEADS = 32
+
+
+class _Origin(Generic[H]):
+    """What every request to one URL origin shares, worked out once: where it
+    goes, its ``Host`` header, and the headers tuples already checked for it."""
+
+    __slots__ = ("address", "heads", "host", "host_header", "key", "port", "scheme")
+
+    def __init__(self, target: _Target) -> None:
+        self.scheme, self.host, self.port = target.scheme, target.host, target.port
+        self.address = target.address
+        self.key: _OriginKey = (target.scheme, target.host, target.port)
+        self.host_header = _host_header(target.scheme, target.host, target.port)
+        #: checked ``request.headers`` -> (the transport's form of them, framed)
+        self.heads: dict[tuple[tuple[str, str], ...], tuple[H, bool]] = {}
+
+    def target(self, path: str) -> _Target:
+        return _Target(self.scheme, self.host, self.port, path, self.address)
+
+
+class _Prepare(Generic[H]):
+    """:func:`_target` and :func:`_checked_headers`, memoized for one transport.
+
+    Origins (the URL up to its path, e.g. ``https://acme.checkfront.com``) are
+    split and resolved once; a clean path and query (printable ASCII, no
+    space) is then taken as it is, anything else goes the slow way, through
+    :func:`_target`, which refuses it or cleans it exactly as before.  Header
+    tuples made only of ``str`` are checked once per origin and kept in the
+    transport's form (``build``); the caches are bounded.
+    """
+
+    def __init__(
+        self,
+        resolve: Mapping[tuple[str, int], tuple[str, int]],
+        build: Callable[[list[tuple[str, str]]], H],
+    ) -> None:
+        self._resolve = resolve
+        self._build = build
+        self._origins: dict[str, _Origin[H]] = {}
+
+    def clear(self) -> None:
+        self._origins.clear()
+
+    def __call__(self, request: Request) -> tuple[_Origin[H], _Target, H, str | None]:
+        """The request's origin, target, headers (transport's form, with
+        ``Host``) and the ``Content-Length`` to add, if any."""
+        url = request.url
+        scheme_end = url.find("://")
+        path_start = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
+        origin = self._origins.get(url[:path_start]) if path_start > 0 else None
+        rest = url[path_start:]
+        if origin is not None and rest.isascii() and rest.isprintable() and " " not in rest:
+            rest = rest.partition("#")[0]
+            path, _, query = rest.partition("?")
+            target = origin.target(f"{path}?{query}" if query else path)
+            method = request.method
+            if method not in _KNOWN_METHODS and not _TOKEN.fullmatch(method):
+                raise TransportFailure(f"{origin.host}: {method[:20]!r} is not an HTTP method")
+        else:
+            target = _target(request, self._resolve)
+            if origin is None:
+                origin = self._origin(url, path_start, target)
+        headers = request.headers
+        try:
+            head, framed = origin.heads[headers]
+        except (KeyError, TypeError):
+            head, framed = self._head(origin, target, request)
+        if framed:
+            return origin, target, head, None
+        if request.body is not None:
+            return origin, target, head, str(len(request.body))
+        if request.method.upper() in _METHODS_WITH_BODY:
+            return origin, target, head, "0"
+        return origin, target, head, None
+
+    def _origin(self, url: str, path_start: int, target: _Target) -> _Origin[H]:
+        origin: _Origin[H] = _Origin(target)
+        key = url[:path_start] if path_start > 0 else ""
+        if key and key.isascii() and key.isprintable() and not any(c in key for c in " ?#"):
+            if len(self._origins) >= _MAX_ORIGINS:
+                self._origins.clear()
+            self._origins[key] = origin
+        return origin
+
+    def _head(self, origin: _Origin[H], target: _Target, request: Request) -> tuple[H, bool]:
+        headers, framed = _checked_headers(request, target)
+        entry = (self._build(headers), framed)
+        given = request.headers
+        if type(given) is tuple and all(type(n) is str and type(v) is str for n, v in given):
+            if len(origin.heads) >= _MAX_HEADS:
+                origin.heads.clear()
+            origin.heads[given] = entry
+        return entry
 
 
 def _tls_context(ssl_context: ssl.SSLContext | None, ca_file: str | None) -> ssl.SSLContext:
@@ -262,15 +390,61 @@ class _NothingReceived(Exception):
         self.error = error
 
 
+#: http.client's limits on a header line and on the number of header lines.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+#: A header line the fast parse takes: a token, a colon and a value with none
+#: of the characters that end a line for the email parser, then CRLF or LF.
+#: Anything else goes through the email parser, as in http.client.
+_SIMPLE_HEADER = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x0b\x0c\x1c-\x1e\x85]*\r?\n")
+
+
+def _read_header_lines(fp: io.BufferedIOBase) -> list[bytes]:
+    """The header lines up to and including the blank one (http.client's limits)."""
+    lines = []
+    while True:
+        line = fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        lines.append(line)
+        if len(lines) > _MAX_HEADERS:
+            raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
+        if line in (b"\r\n", b"\n", b""):
+            return lines
+
+
+def _parse_headers(fp: io.BufferedIOBase) -> http.client.HTTPMessage:
+    """What :func:`http.client.parse_headers` returns, without the email
+    parser's cost when every line is a plain ``Name: value``: the same
+    message, holding the same (name, value) pairs."""
+    lines = _read_header_lines(fp)
+    fields = lines[:-1]
+    match = _SIMPLE_HEADER.fullmatch
+    if not all(match(line) for line in fields):
+        text = b"".join(lines).decode("iso-8859-1")
+        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
+    message = http.client.HTTPMessage()
+    for line in fields:
+        name, value = line.decode("iso-8859-1").split(":", 1)
+        # as the email parser's compat32 policy stores it (header_source_parse)
+        message.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+    return message
+
+
 class _FirstByteResponse(http.client.HTTPResponse):
     """An ``HTTPResponse`` that tells "closed before the first byte" apart.
 
     ``begin`` first waits for one byte: if the connection was closed or reset
     before it, nothing of the response has arrived and :class:`_NothingReceived`
-    says so; anything after that is reported as it is.
+    says so; anything after that is reported as it is.  The rest of ``begin``
+    is http.client's, with :func:`_parse_headers` for the header lines.
     """
 
+    _method: str | None
+
     def begin(self) -> None:
+        if self.headers is not None:
+            return
         try:
             first = self.fp.peek(1)
         except _DROPPED as error:
@@ -279,7 +453,39 @@ class _FirstByteResponse(http.client.HTTPResponse):
             raise _NothingReceived(
                 http.client.RemoteDisconnected("Remote end closed connection without response")
             )
-        super().begin()
+        while True:  # read until a non-100 response
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            _read_header_lines(self.fp)  # the 100 response's headers
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = _parse_headers(self.fp)
+        encoding = self.headers.get("transfer-encoding")
+        self.chunked = bool(encoding and encoding.lower() == "chunked")
+        if self.chunked:
+            self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            else:
+                if self.length < 0:  # nonsensical negative lengths are ignored
+                    self.length = None
+        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
 
 
 def _is_dropped(sock: socket.socket | None) -> bool:
@@ -321,6 +527,7 @@ class _Connection(http.client.HTTPConnection):
         self._address = address
         self._ssl_context = ssl_context
         self._read_timeout = read_timeout
+        self._poller: select.poll | None = None
 
     def connect(self) -> None:
         sys.audit("http.client.connect", self, self.host, self.port)
@@ -331,10 +538,33 @@ class _Connection(http.client.HTTPConnection):
             if self._ssl_context is not None:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
             sock.settimeout(self._read_timeout)
+            self._poller = None
+            if hasattr(select, "poll"):
+                self._poller = select.poll()
+                self._poller.register(sock, select.POLLIN)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
+
+    def dropped(self) -> bool:
+        """:func:`_is_dropped` for this connection, with the poll object made
+        once per socket in :meth:`connect`."""
+        if self.sock is None or self._poller is None:
+            return _is_dropped(self.sock)
+        try:
+            return bool(self._poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+
+#: Bodies up to this size go out in one write with the head.
+_JOIN_BODY_UP_TO = 64 * 1024
+
+
+def _encode_headers(headers: list[tuple[str, str]]) -> bytes:
+    """Checked headers as they go on the wire: ``Name: value\\r\\n`` each."""
+    return b"".join(b"%s: %s\r\n" % (n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
 
 
 class _Stale(Exception):
@@ -343,9 +573,6 @@ class _Stale(Exception):
     def __init__(self, failure: TransportFailure) -> None:
         super().__init__(str(failure))
         self.failure = failure
-
-
-_OriginKey = tuple[str, str, int]
 
 
 class HttpClientTransport:
@@ -380,23 +607,27 @@ class HttpClientTransport:
         self._lock = threading.Lock()
         self._idle: dict[_OriginKey, list[_Connection]] = {}
         self._closed = False
+        self._prepare: _Prepare[bytes] = _Prepare(self._resolve, _encode_headers)
 
     def __call__(self, request: Request) -> Response:
         """Send ``request`` as it is and return the response, whatever its status."""
         if self._closed:
             raise TransportFailure("this transport is closed; create a new one")
-        target = _target(request, self._resolve)
-        headers = _headers(request, target)
-        conn, reused = self._take(target)
+        origin, target, head, length = self._prepare(request)
+        head = b"%s %s HTTP/1.1\r\n%s" % (request.method.encode(), target.target.encode(), head)
+        if length is not None:
+            head += b"Content-Length: %s\r\n" % length.encode()
+        head += b"\r\n"
+        conn, reused = self._take(origin)
         try:
-            return self._attempt(conn, not reused, target, request, headers)
+            return self._attempt(conn, not reused, origin, target, request, head)
         except _Stale as stale:
             if not reused:
                 raise stale.failure from stale.__cause__
         # The server closed the idle connection as the request went out: the
         # one retry, on a new connection (see the module docstring).
         try:
-            return self._attempt(self._new(target), True, target, request, headers)
+            return self._attempt(self._new(target), True, origin, target, request, head)
         except _Stale as stale:
             raise stale.failure from stale.__cause__
 
@@ -407,6 +638,7 @@ class HttpClientTransport:
             self._closed = True
             idle = [conn for conns in self._idle.values() for conn in conns]
             self._idle.clear()
+        self._prepare.clear()
         for conn in idle:
             conn.close()
 
@@ -433,24 +665,25 @@ class HttpClientTransport:
             read_timeout=self._read_timeout,
         )
 
-    def _take(self, target: _Target) -> tuple[_Connection, bool]:
-        """An idle connection to the target's origin (``True``), or a new one (``False``)."""
-        key = (target.scheme, target.host, target.port)
+    def _take(self, origin: _Origin[bytes]) -> tuple[_Connection, bool]:
+        """An idle connection to the origin (``True``), or a new one (``False``)."""
+        key = origin.key
         while True:
             with self._lock:
                 idle = self._idle.get(key)
                 conn = idle.pop() if idle else None
             if conn is None:
-                return self._new(target), False
-            if not _is_dropped(conn.sock):
+                return self._new(origin.target("")), False
+            if not conn.dropped():
                 return conn, True
             conn.close()
 
-    def _give_back(self, target: _Target, conn: _Connection) -> None:
-        key = (target.scheme, target.host, target.port)
+    def _give_back(self, origin: _Origin[bytes], conn: _Connection) -> None:
         with self._lock:
             if not self._closed:
-                idle = self._idle.setdefault(key, [])
+                idle = self._idle.get(origin.key)
+                if idle is None:
+                    idle = self._idle[origin.key] = []
                 if len(idle) < self._max_idle:
                     idle.append(conn)
                     return
@@ -462,12 +695,15 @@ class HttpClientTransport:
         self,
         conn: _Connection,
         fresh: bool,
+        origin: _Origin[bytes],
         target: _Target,
         request: Request,
-        headers: list[tuple[str, str]],
+        head: bytes,
     ) -> Response:
         """Send on ``conn``; give it back after a complete response, close it otherwise.
 
+        ``head`` is the request line and headers, encoded and checked; the
+        connection's :class:`http.client.HTTPResponse` reads the response.
         Raises :class:`_Stale` when the connection turned out closed before any
         response byte, ``TransportFailure`` for every other failure.
         """
@@ -476,20 +712,22 @@ class HttpClientTransport:
             if fresh:
                 conn.connect()
             phase = "send to"
-            conn.putrequest(
-                request.method, target.target, skip_host=True, skip_accept_encoding=True
-            )
-            for name, value in headers:
-                conn.putheader(name, value)
-            conn.endheaders(request.body)
+            body = request.body
+            if body and len(body) <= _JOIN_BODY_UP_TO:
+                conn.send(head + body)  # one write: head and (small) body
+            else:
+                conn.send(head)
+                if body:
+                    conn.send(body)
             phase = "response from"
-            response = conn.getresponse()
+            response = _FirstByteResponse(conn.sock, method=request.method)
             try:
+                response.begin()
                 body = response.read()
             finally:
                 response.close()
-            keep = not response.will_close and conn.sock is not None
-            result = Response(response.status, response.getheaders(), body, request.url)
+            keep = not response.will_close
+            result = Response(response.status, list(response.msg.raw_items()), body, request.url)
         except _NothingReceived as nothing:
             conn.close()
             failure = _failure(phase, target, _describe(nothing.error), request)
@@ -505,7 +743,7 @@ class HttpClientTransport:
             conn.close()
             raise
         if keep:
-            self._give_back(target, conn)
+            self._give_back(origin, conn)
         else:
             conn.close()
         return result

@@ -56,11 +56,21 @@ shows as an error before the first byte of the response.  Only then, and only
 for a connection taken from the pool, the request is sent again, once, on a
 fresh connection.  Nothing else is retried, and redirects are returned as they
 are: the machine decides what to do with them.
+
+The hot path is kept short: a free pool slot is taken without a checkpoint;
+the parsed origin of each URL prefix and the h11 request head of each
+(method, URL, headers, body length) are cached (bounded, emptied when full;
+h11 validated each head, CR/LF included, when it was built); and the socket
+under the TLS stream tries to send or receive before it waits, so a request
+yields to the scheduler only where ``SSLStream`` does (its locks) or where it
+must wait, and only those waits pay for a cancel scope (``read_timeout``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import ssl
 import time
 from collections import deque
@@ -554,21 +564,127 @@ _MAX_BODY = 64 * 1024 * 1024
 #: Errors that, on a kept-alive connection before any byte of the response,
 #: mean the server closed it while it was idle.
 _STALE = (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError)
+#: How many parsed origins (per URL prefix) and built request heads are kept;
+#: a full cache is emptied and refilled.
+_ORIGIN_CACHE = 32
+_MESSAGE_CACHE = 128
+_END = h11.EndOfMessage()
+_NEED_DATA = h11.NEED_DATA
+_DONE = h11.DONE
 
 
 class _StaleConnection(Exception):
     """A pooled connection turned out to be closed: send again on a fresh one."""
 
 
+class _Origin:
+    """Where a URL's requests go: its pool key, host and ``Host`` header."""
+
+    __slots__ = ("authority", "host", "key", "port", "scheme", "text")
+
+    def __init__(self, scheme: str, host: str, port: int, text: str) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.key = (scheme, host, port)
+        authority = f"[{host}]" if ":" in host else host
+        if port != _DEFAULT_PORTS[scheme]:
+            authority += f":{port}"
+        self.authority = authority
+        self.text = text  # scheme://netloc, for messages
+
+
+class _SocketStream(trio.abc.Stream):
+    """A connected TCP socket as a trio stream that waits only when it must.
+
+    ``trio.SocketStream`` yields to the scheduler on every call; under
+    ``trio.SSLStream`` (which takes a lock, itself a checkpoint, around each
+    use of its transport) that doubles the scheduler passes per request.  This
+    one tries the socket first and waits for it only when it would block; each
+    such wait is bounded by ``timeout`` (raising ``trio.TooSlowError``), which
+    is what bounds every wait for the server, with no cancel scope on the
+    path that does not wait.  With ``checkpoints`` (when nothing above it
+    checkpoints: plain HTTP) every call is a checkpoint, as in trio.
+    """
+
+    __slots__ = ("checkpoints", "sock", "timeout")
+
+    def __init__(self, sock: socket.socket, timeout: float, checkpoints: bool) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.timeout = timeout
+        self.checkpoints = checkpoints
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        sock = self.sock
+        with memoryview(data) as view:
+            total = len(view)
+            sent = 0
+            while sent < total:
+                try:
+                    sent += sock.send(view[sent:])
+                except BlockingIOError:
+                    await self._wait(trio.lowlevel.wait_writable)
+                except OSError as error:
+                    raise _stream_error(error) from error
+        if self.checkpoints:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._wait(trio.lowlevel.wait_writable)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.checkpoints:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
+        while True:
+            try:
+                data = self.sock.recv(max_bytes or _READ_SIZE)
+            except BlockingIOError:
+                if yielded:
+                    await self._wait(trio.lowlevel.wait_readable)
+                else:
+                    # Let the scheduler run once first: an answer due within
+                    # microseconds (loopback) then needs no cancel scope and
+                    # no epoll registration.
+                    yielded = True
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                continue
+            except OSError as error:
+                raise _stream_error(error) from error
+            if self.checkpoints:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+        with trio.CancelScope(deadline=trio.current_time() + self.timeout) as scope:
+            await wait(self.sock)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+
+    async def aclose(self) -> None:
+        if self.sock.fileno() != -1:
+            trio.lowlevel.notify_closing(self.sock)  # a task waiting on it gets ClosedResourceError
+            self.sock.close()
+        await trio.lowlevel.checkpoint()
+
+
+def _stream_error(error: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    if error.errno == errno.EBADF:
+        return trio.ClosedResourceError("the connection was closed")
+    return trio.BrokenResourceError(f"socket connection broken: {error}")
+
+
 class _Connection:
     """One HTTP/1.1 connection: a trio stream and its h11 state."""
 
-    __slots__ = ("h11", "received", "stream")
+    __slots__ = ("h11", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.h11 = h11.Connection(our_role=h11.CLIENT)
-        self.received = False  # any byte of the current response received
 
 
 class _Pool:
@@ -589,6 +705,30 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
         return f"TLS certificate verification failed: {error.verify_message}"
     return failure_reason(error)
+
+
+def _split(url: str) -> tuple[_Origin, str, str | None]:
+    """``url``'s origin, request target, and the prefix (``scheme://netloc``,
+    exactly as written) under which the origin may be cached, if any."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        host = parts.hostname
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        host = port = None
+    if scheme not in _DEFAULT_PORTS or not host or port is None or "@" in parts.netloc:
+        raise TransportFailure(
+            f"cannot send to {scheme}://{parts.hostname}: only http(s)://host[:port] "
+            "URLs without user info are supported"
+        )
+    text = f"{scheme}://{parts.netloc}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    end = url.find("/", 8)
+    prefix = url[:end] if end > 0 else None
+    if prefix is not None and prefix.lower() != text.lower():
+        prefix = None  # whitespace, a query or a fragment before the path: not cacheable
+    return _Origin(scheme, host, port, text), target, prefix
 
 
 class H11Transport:
@@ -629,62 +769,100 @@ class H11Transport:
         self._resolve = parse_resolve(resolve)
         self._max_connections = max_connections_per_origin
         self._pools: dict[tuple[str, str, int], _Pool] = {}
+        # URL prefix ("https://acme.checkfront.com") -> its parsed origin.
+        self._origins: dict[str, _Origin] = {}
+        # (method, url, headers, body length) -> the validated h11 request head.
+        self._messages: dict[
+            tuple[str, str, tuple[tuple[str, str], ...], int | None],
+            tuple[h11.Request, _Origin],
+        ] = {}
         self._closed = False
 
     async def __call__(self, request: Request) -> Response:
-        parts = urlsplit(request.url)
-        scheme = parts.scheme.lower()
+        url = request.url
+        body = request.body
+        key = (request.method, url, request.headers, None if body is None else len(body))
         try:
-            host = parts.hostname
-            port = parts.port or _DEFAULT_PORTS.get(scheme)
-        except ValueError:
-            host = port = None
-        if scheme not in _DEFAULT_PORTS or not host or port is None or "@" in parts.netloc:
-            raise TransportFailure(
-                f"cannot send to {scheme}://{parts.hostname}: only http(s)://host[:port] "
-                "URLs without user info are supported"
-            )
+            cached = self._messages.get(key)
+            hashable = True
+        except TypeError:  # unhashable headers (lists): build every time
+            cached = None
+            hashable = False
+        if cached is None:
+            message, origin = self._message(request)
+            if hashable:
+                if len(self._messages) >= _MESSAGE_CACHE:
+                    self._messages.clear()
+                self._messages[key] = message, origin
+        else:
+            message, origin = cached
         if self._closed:
             raise TransportFailure("this transport is closed; create a new one")
-        authority = f"[{host}]" if ":" in host else host
-        if port != _DEFAULT_PORTS[scheme]:
-            authority += f":{port}"
-        headers = [("Host", authority)]
+
+        pool = self._pools.get(origin.key)
+        if pool is None:
+            pool = self._pools[origin.key] = _Pool(self._max_connections)
+        slots = pool.slots
+        try:
+            slots.acquire_nowait()  # no checkpoint when a slot is free
+        except trio.WouldBlock:
+            await slots.acquire()
+        try:
+            if pool.idle:
+                try:
+                    return await self._send_on(pool, pool.idle.pop(), message, body, url, True)
+                except _StaleConnection as error:
+                    log.debug(
+                        "cfauth: a kept-alive connection to %s was closed (%s); sending again",
+                        origin.authority,
+                        _describe(error.__cause__ or error),
+                    )
+            connection = await self._connect(origin)
+            return await self._send_on(pool, connection, message, body, url, False)
+        finally:
+            slots.release()
+
+    def _message(self, request: Request) -> tuple[h11.Request, _Origin]:
+        """The h11 request head for ``request`` (validated by h11) and its origin."""
+        url = request.url
+        end = url.find("/", 8)
+        origin = self._origins.get(url[:end]) if end > 0 else None
+        target = url[end:]
+        # A fragment, a tab or newline (urlsplit drops them) or a bare "?" take
+        # the slow path; otherwise the target is the URL after its origin.
+        if (
+            origin is None
+            or "#" in target
+            or "\t" in target
+            or "\r" in target
+            or "\n" in target
+            or target.endswith("?")
+        ):
+            origin, target, prefix = _split(url)
+            if prefix is not None:
+                if len(self._origins) >= _ORIGIN_CACHE:
+                    self._origins.clear()
+                self._origins[prefix] = origin
+        headers = [("Host", origin.authority)]
         headers += [(k, v) for k, v in request.headers if k.lower() not in _FRAMING_HEADERS]
         body = request.body
         if body is not None or request.method in ("POST", "PUT", "PATCH"):
             headers.append(("Content-Length", str(len(body or b""))))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
+            # h11 validates the method, target and headers (refusing CR/LF).
             message = h11.Request(method=request.method, target=target, headers=headers)
         except h11.LocalProtocolError:
             # h11's message may quote the offending header value: a credential.
             raise TransportFailure(
-                f"{request.method} {parts.path}: the method, target or a header is not valid "
-                "HTTP/1.1 (not shown)"
+                f"{request.method} {target.partition('?')[0]}: the method, target or a header "
+                "is not valid HTTP/1.1 (not shown)"
             ) from None
-
-        key = (scheme, host, port)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = _Pool(self._max_connections)
-        async with pool.slots:
-            connection = pool.idle.pop() if pool.idle else None
-            if connection is not None:
-                try:
-                    return await self._send_on(pool, connection, message, body, request.url, True)
-                except _StaleConnection as error:
-                    log.debug(
-                        "cfauth: a kept-alive connection to %s was closed (%s); sending again",
-                        authority,
-                        _describe(error.__cause__ or error),
-                    )
-            connection = await self._connect(scheme, host, port)
-            return await self._send_on(pool, connection, message, body, request.url, False)
+        return message, origin
 
     async def aclose(self) -> None:
         """Close every idle connection; connections in use close when their request ends."""
         self._closed = True
+        self._messages.clear()
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             idle, pool.idle = pool.idle, []
@@ -697,21 +875,33 @@ class H11Transport:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
+    async def _connect(self, origin: _Origin) -> _Connection:
+        host, port = origin.host, origin.port
         address, address_port = self._resolve.get((host, port), (host, port))
+        tls = origin.scheme == "https"
         try:
             with trio.fail_after(self._connect_timeout):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(address, address_port)
-                if scheme == "https":
-                    tls = trio.SSLStream(
-                        stream, self._ssl_context, server_hostname=host, https_compatible=True
+                opened = await trio.open_tcp_stream(address, address_port)
+                # Take the socket (TCP_NODELAY set by trio) from trio's stream.
+                fd = opened.socket.detach()
+                try:
+                    sock = socket.socket(fileno=fd)
+                except BaseException:  # pragma: no cover - a valid fd is always taken
+                    socket.close(fd)
+                    raise
+                # Until connected, each wait is bounded by the connect timeout.
+                raw = _SocketStream(sock, self._connect_timeout, checkpoints=not tls)
+                stream: trio.abc.Stream = raw
+                if tls:
+                    stream = wrapped = trio.SSLStream(
+                        raw, self._ssl_context, server_hostname=host, https_compatible=True
                     )
                     try:
-                        await tls.do_handshake()
+                        await wrapped.do_handshake()
                     except BaseException:
-                        await trio.aclose_forcefully(tls)
+                        await trio.aclose_forcefully(wrapped)
                         raise
-                    stream = tls
+                raw.timeout = self._read_timeout
         except trio.TooSlowError:
             raise TransportFailure(
                 f"connecting to {host}:{port} timed out after {self._connect_timeout:g} s"
@@ -731,22 +921,56 @@ class H11Transport:
         url: str,
         reused: bool,
     ) -> Response:
-        """One exchange on ``connection``; it goes back to the pool only if clean."""
+        """One exchange on ``connection``; it goes back to the pool only if clean.
+
+        ``read_timeout`` bounds every wait for the server: the connection's
+        :class:`_SocketStream` applies it where it waits.
+        """
+        state = connection.h11
+        stream = connection.stream
+        received = False  # any byte of the response received
         keep = False
         try:
-            response, data = await self._exchange(connection, message, body)
-            state = connection.h11
-            keep = state.our_state is h11.DONE and state.their_state is h11.DONE
-            keep = keep and not self._closed
-            if keep:
+            outgoing = state.send(message) or b""
+            if body:
+                outgoing += state.send(h11.Data(data=body)) or b""
+            outgoing += state.send(_END) or b""
+            response: h11.Response | None = None
+            chunks: list[bytes] = []
+            size = 0
+            await stream.send_all(outgoing)
+            while True:
+                event = state.next_event()
+                if event is _NEED_DATA:
+                    chunk = await stream.receive_some(_READ_SIZE)
+                    if chunk:
+                        received = True
+                    state.receive_data(bytes(chunk))
+                elif type(event) is h11.Data:
+                    size += len(event.data)
+                    if size > _MAX_BODY:
+                        raise h11.RemoteProtocolError(
+                            f"response body larger than {_MAX_BODY} bytes"
+                        )
+                    chunks.append(event.data)
+                elif type(event) is h11.Response:
+                    response = event
+                elif type(event) is h11.EndOfMessage:
+                    break
+                elif type(event) is h11.ConnectionClosed:  # pragma: no cover - h11 raises
+                    raise h11.RemoteProtocolError("the server closed the connection")
+                # InformationalResponse (1xx): wait for the final response.
+            assert response is not None
+            if state.our_state is _DONE and state.their_state is _DONE and not self._closed:
                 state.start_next_cycle()
                 pool.idle.append(connection)
+                keep = True
         except trio.TooSlowError:
             raise TransportFailure(
                 f"no answer from {_origin(url)} within {self._read_timeout:g} s"
             ) from None
         except _STALE as error:
-            if reused and not connection.received:
+            if reused and not received:
                 raise _StaleConnection from error
             raise TransportFailure(
                 f"the connection to {_origin(url)} failed: {_describe(error)}"
@@ -759,46 +983,12 @@ class H11Transport:
             if not keep:
                 # Errors, timeouts and cancellation all land here: a connection
                 # in an unknown state is never reused.
-                await trio.aclose_forcefully(connection.stream)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
-        return Response(response.status_code, headers, data, url)
-
-    async def _exchange(
-        self, connection: _Connection, message: h11.Request, body: bytes | None
-    ) -> tuple[h11.Response, bytes]:
-        state = connection.h11
-        stream = connection.stream
-        connection.received = False
-        outgoing = state.send(message) or b""
-        if body:
-            outgoing += state.send(h11.Data(data=body)) or b""
-        outgoing += state.send(h11.EndOfMessage()) or b""
-        with trio.fail_after(self._read_timeout):
-            await stream.send_all(outgoing)
-        response: h11.Response | None = None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = state.next_event()
-            if event is h11.NEED_DATA:
-                with trio.fail_after(self._read_timeout):
-                    chunk = await stream.receive_some(_READ_SIZE)
-                if chunk:
-                    connection.received = True
-                state.receive_data(bytes(chunk))
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > _MAX_BODY:
-                    raise h11.RemoteProtocolError(f"response body larger than {_MAX_BODY} bytes")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                assert response is not None
-                return response, b"".join(chunks)
-            elif isinstance(event, h11.ConnectionClosed):  # pragma: no cover - h11 raises first
-                raise h11.RemoteProtocolError("the server closed the connection")
-            # InformationalResponse (1xx): wait for the final response.
+                await trio.aclose_forcefully(stream)
+        headers = [
+            (name.lower().decode("latin-1"), value.decode("latin-1"))
+            for name, value in response.headers.raw_items()
+        ]
+        return Response(response.status_code, headers, b"".join(chunks), url)
 
 
 _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})

@@ -44,12 +44,12 @@ import http.client
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Union
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import SKIP_HEADER
+from urllib3.util import SKIP_HEADER, Retry
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
@@ -59,10 +59,10 @@ from .stdlib import (
     _describe,
     _failure,
     _FirstByteResponse,
-    _headers,
     _NothingReceived,
+    _OriginKey,
+    _Prepare,
     _Target,
-    _target,
     _tls_context,
 )
 from .stores import TokenStore
@@ -83,6 +83,9 @@ class _Attempt(threading.local):
 
 
 _attempt = _Attempt()
+
+#: Bound of the transport's own map of pools: the manager's (``num_pools``).
+_MAX_POOLS = 10
 
 
 class _TrackedConnection(HTTPConnection):
@@ -137,8 +140,35 @@ def _header_pairs(response: urllib3.BaseHTTPResponse) -> list[tuple[str, str]]:
     repeated names; http.client's message, which urllib3 keeps, does not)."""
     original = getattr(response, "_original_response", None)
     if isinstance(original, http.client.HTTPResponse):
-        return original.getheaders()
+        # raw_items() is items() without the policy's pass over each value,
+        # which changes nothing in text http.client decoded as Latin-1
+        return list(original.msg.raw_items())
     return list(response.headers.items())  # pragma: no cover - other urllib3 backends
+
+
+#: What urllib3 gets as ``headers``: a plain dict when no name repeats.
+_Headers = Union[dict[str, str], urllib3.HTTPHeaderDict]
+
+#: ``retries=False, redirect=False`` as urllib3 makes it from those on every
+#: request (a Retry is never changed, only copied).
+_NO_RETRIES = Retry.from_int(False, redirect=False)
+
+
+def _build_headers(pairs: list[tuple[str, str]]) -> _Headers:
+    """Checked headers (with ``Host``) as urllib3 takes them, with its own
+    ``User-Agent`` and ``Accept-Encoding`` suppressed unless given."""
+    names = {name.lower() for name, _ in pairs}
+    headers: _Headers
+    if len(names) == len(pairs):
+        headers = dict(pairs)
+    else:  # a repeated name: each value goes out as its own line
+        headers = urllib3.HTTPHeaderDict()
+        for name, value in pairs:
+            headers.add(name, value)
+    for name in ("User-Agent", "Accept-Encoding"):
+        if name.lower() not in names:
+            headers[name] = SKIP_HEADER
+    return headers
 
 
 class Urllib3Transport:
@@ -173,35 +203,35 @@ class Urllib3Transport:
             ssl_context=_tls_context(ssl_context, ca_file),
         )
         self._manager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
+        self._prepare: _Prepare[_Headers] = _Prepare(self._resolve, _build_headers)
+        #: the manager's pool for each origin, looked up once (while it is open)
+        self._pools: dict[_OriginKey, HTTPConnectionPool] = {}
 
     def __call__(self, request: Request) -> Response:
         """Send ``request`` as it is and return the response, whatever its status."""
         if self._closed:
             raise TransportFailure("this transport is closed; create a new one")
-        target = _target(request, self._resolve)
-        headers = urllib3.HTTPHeaderDict()
-        for name, value in _headers(request, target):
-            headers.add(name, value)
-        for name in ("User-Agent", "Accept-Encoding"):
-            if name not in headers:
-                headers[name] = SKIP_HEADER
-        if target.resolved:
-            addr, port = target.address
-            pool = self._manager.connection_from_host(
-                addr, port, target.scheme, pool_kwargs={"server_hostname": target.host}
-            )
-        else:
-            pool = self._manager.connection_from_host(target.host, target.port, target.scheme)
-        for fresh_only in (False, True):
-            _attempt.reused = False
-            _attempt.fresh_only = fresh_only
+        origin, target, headers, length = self._prepare(request)
+        if length is not None:
+            headers = headers.copy()
+            headers["Content-Length"] = length
+        pool = self._pools.get(origin.key)
+        if pool is None or pool.pool is None:  # not looked up yet, or closed
+            pool = self._pool(target)
+            if len(self._pools) >= _MAX_POOLS:
+                self._pools.clear()
+            self._pools[origin.key] = pool
+        fresh_only = False
+        while True:
+            if fresh_only:
+                _attempt.fresh_only = True
             try:
                 response = pool.urlopen(
                     request.method,
                     target.target,
                     body=request.body,
                     headers=headers,
-                    retries=False,
+                    retries=_NO_RETRIES,
                     redirect=False,
                     assert_same_host=False,
                     preload_content=True,
@@ -209,6 +239,7 @@ class Urllib3Transport:
                 )
             except _NothingReceived as nothing:
                 if _attempt.reused and not fresh_only:
+                    fresh_only = True
                     continue  # the one retry (see the module docstring)
                 detail = _describe(nothing.error)
                 raise _failure("response from", target, detail, request) from nothing.error
@@ -217,7 +248,14 @@ class Urllib3Transport:
             finally:
                 _attempt.reused = _attempt.fresh_only = False
             return Response(response.status, _header_pairs(response), response.data, request.url)
-        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _pool(self, target: _Target) -> HTTPConnectionPool:
+        if target.resolved:
+            addr, port = target.address
+            return self._manager.connection_from_host(
+                addr, port, target.scheme, pool_kwargs={"server_hostname": target.host}
+            )
+        return self._manager.connection_from_host(target.host, target.port, target.scheme)
 
     def _failure(self, target: _Target, error: BaseException, request: Request) -> TransportFailure:
         """urllib3's error type, and the OS or TLS error underneath it if any."""
@@ -238,7 +276,12 @@ class Urllib3Transport:
     def close(self) -> None:
         """Close the idle connections and refuse new requests."""
         self._closed = True
+        pools = list(self._pools.values())
+        self._pools.clear()
         self._manager.clear()
+        for pool in pools:  # the manager forgets its pools; these are closed too
+            pool.close()
+        self._prepare.clear()
 
     def __enter__(self) -> Urllib3Transport:
         return self

@@ -29,6 +29,7 @@ import pytest
 import trustme
 
 from cfauth import Response, TransportFailure, stdlib
+from cfauth._http import parse_resolve
 from cfauth.sync import Client
 from cfauth_core import ApiKey, Request
 
@@ -694,3 +695,130 @@ def test_stdlib_repr_and_path_checks(pki: Pki) -> None:
         with pytest.raises(TransportFailure, match="not an HTTP method"):
             send(Request("GE T", f"https://{HOST}/", ()))
         assert "HttpClientTransport" in repr(send)
+
+
+# -- the caches and the fast paths ---------------------------------------------------
+
+PARITY_URLS = [
+    f"https://{HOST}/api/3.0/booking",
+    f"https://{HOST}/api/3.0/booking?limit=10&q=a%20b",
+    f"https://{HOST}/a?",
+    f"https://{HOST}/a#frag",
+    f"https://{HOST}/a?x=1#frag?y",
+    f"https://{HOST.upper()}:443/x",
+    f"https://{HOST}:8443/x",
+    f"http://{HOST}/x",
+    f"https://{MIGRATED}/x",
+    "https://[::1]:8443/x",
+    f"https://{HOST}/a\tb",  # urlsplit drops tabs: the slow path keeps doing so
+]
+
+
+def test_prepare_matches_the_plain_functions() -> None:
+    resolve = parse_resolve({f"{HOST}:443": "127.0.0.1:1", f"{HOST}:8443": "127.0.0.1:2"})
+    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare(resolve, list)
+    headers = (("Accept", "application/json"), ("User-Agent", "t"))
+    for _ in range(2):  # cold, then from the caches
+        for url in PARITY_URLS:
+            for method, body in (("GET", None), ("POST", None), ("PUT", b"abc")):
+                request = Request(method, url, headers, body)
+                origin, target, head, length = prepare(request)
+                assert target == stdlib._target(request, resolve)
+                assert origin.key == (target.scheme, target.host, target.port)
+                expected = stdlib._headers(request, target)
+                added = [("Content-Length", length)] if length is not None else []
+                assert head + added == expected
+
+
+def test_cached_origin_is_not_reused_for_another_host() -> None:
+    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare({}, list)
+    first = prepare(get("/x"))
+    other = prepare(get("/x", host=MIGRATED))
+    plain = prepare(Request("GET", f"http://{HOST}/x", ()))
+    ported = prepare(get("/x", host=f"{HOST}:8443"))
+    assert [p[1].host for p in (first, other)] == [HOST, MIGRATED]
+    assert (plain[1].scheme, plain[1].port, ported[1].port) == ("http", 80, 8443)
+    assert [p[2][0] for p in (first, other, ported)] == [
+        ("Host", HOST),
+        ("Host", MIGRATED),
+        ("Host", f"{HOST}:8443"),
+    ]
+    # a URL that merely starts like a cached origin is not that origin
+    assert prepare(Request("GET", f"https://{HOST}x/y", ()))[1].host == f"{HOST}x"
+
+
+def test_caches_are_bounded() -> None:
+    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare({}, list)
+    for i in range(stdlib._MAX_ORIGINS * 2 + 3):
+        assert prepare(get("/", host=f"h{i}.example"))[1].host == f"h{i}.example"
+    assert len(prepare._origins) <= stdlib._MAX_ORIGINS
+    for i in range(stdlib._MAX_HEADS * 2 + 3):
+        origin, _, head, _ = prepare(get("/", ("X-N", str(i))))
+        assert head[-1] == ("X-N", str(i))
+    assert len(origin.heads) <= stdlib._MAX_HEADS
+
+
+def test_header_checks_hold_after_caching() -> None:
+    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare({}, list)
+    good = (("Authorization", "Bearer abc"), ("Accept", "application/json"))
+    assert prepare(get("/", *good))[2][1:] == list(good)
+    for bad in ("Bearer abc\r\nX-Injected: 1", "Bearer abc\n", "a\x00b", "caf\u00e9\u20ac"):
+        with pytest.raises(TransportFailure, match="Authorization"):
+            prepare(get("/", ("Authorization", bad), good[1]))
+    with pytest.raises(TransportFailure, match="not a valid HTTP token"):
+        prepare(get("/", ("Bad Name", "x"), *good))
+    with pytest.raises(TransportFailure, match="not an HTTP method"):
+        prepare(Request("GE T", f"https://{HOST}/", good))  # the origin is cached by now
+    with pytest.raises(TransportFailure, match="printable ASCII"):
+        prepare(get("/a b", *good))
+    assert prepare(get("/", *good))[2][1:] == list(good)  # and the good ones still pass
+
+
+def test_crlf_is_refused_on_the_wire_after_good_requests(
+    send: AnyTransport, server: Server
+) -> None:
+    assert send(get("/", ("X-A", "1"))).status == 200
+    with pytest.raises(TransportFailure, match="X-A"):
+        send(get("/", ("X-A", "1\r\nX-Injected: 1")))
+    assert send(get("/", ("X-A", "1"))).status == 200
+    assert all("X-Injected" not in dict(seen.headers) for seen in server.seen)
+    assert len(server.seen) == 2
+
+
+def test_large_body_arrives_intact(send: AnyTransport, server: Server) -> None:
+    body = bytes(range(256)) * 400  # more than is joined to the head
+    assert len(body) > stdlib._JOIN_BODY_UP_TO
+    assert send(Request("POST", f"https://{HOST}/big", (), body)).status == 200
+    assert server.seen[0].body == body
+
+
+def test_repeated_request_header_names_all_go_out(send: AnyTransport, server: Server) -> None:
+    send(get("/", ("X-A", "1"), ("x-a", "2"), ("X-B", "3")))
+    sent = [(n.lower(), v) for n, v in server.seen[0].headers if n.lower().startswith("x-")]
+    assert sent == [("x-a", "1"), ("x-a", "2"), ("x-b", "3")]  # urllib3 unifies the case
+
+
+HEADER_BLOCKS = [
+    b"Server: nginx\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+    b"X-Empty:\r\nX-Spaces:   \t v  \r\nX-Colon: a:b\r\n\r\n",
+    b"X-Lf: 1\nX-Two: 2\n\n",
+    b"X-Fold: a\r\n  b\r\nX-After: 1\r\n\r\n",  # obsolete line folding
+    b"X-Ok: 1\r\nno colon here\r\nX-Lost: 1\r\n\r\n",  # the email parser's defect path
+    b"X-Nel: a\x85b\r\nX-Cr: a\rb\r\nX-Latin: caf\xe9\r\n\r\n",
+    b"Name With Space: 1\r\n:empty-name\r\n\r\n",
+    b"\r\n",
+    b"X-Eof: 1\r\n",
+]
+
+
+@pytest.mark.parametrize("block", HEADER_BLOCKS)
+def test_fast_header_parse_matches_http_client(block: bytes) -> None:
+    import http.client
+    import io
+
+    fast = stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
+    slow = http.client.parse_headers(io.BufferedReader(io.BytesIO(block)))
+    assert list(fast.raw_items()) == list(slow.raw_items())
+    assert fast.items() == slow.items()
+    for name in ("content-length", "x-a", "x-fold", "x-lost", "connection"):
+        assert fast.get(name) == slow.get(name)

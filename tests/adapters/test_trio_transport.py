@@ -464,3 +464,53 @@ def test_an_invalid_header_is_refused_without_showing_it(ca: trustme.CA, server:
         assert server.requests == []
 
     run(main)
+
+
+def test_cached_request_heads_follow_each_request(ca: trustme.CA, server: Server) -> None:
+    async def main() -> None:
+        async with transport(ca, server) as http:
+            for token in ("one", "two", "one"):
+                response = await http(get("/echo/same", ("Authorization", f"Bearer {token}")))
+                assert response.json()["authorization"] == f"Bearer {token}"
+            posted = await http(Request("POST", ORIGIN + "/echo/same", (), b"abc"))
+            assert posted.json()["content_length"] == "3"
+            # What urlsplit would drop (a fragment, a bare "?") is dropped on
+            # URLs of a cached origin too.
+            assert (await http(get("/echo/frag?a=1#part"))).json()["path"] == "/echo/frag?a=1"
+            assert (await http(get("/echo/bare?"))).json()["path"] == "/echo/bare"
+            # A header with CR/LF is refused on a URL whose head is cached.
+            with pytest.raises(TransportFailure, match="not shown"):
+                await http(get("/echo/same", ("Authorization", "Bearer x\r\nX-Evil: 1")))
+        assert [p for _, _, p in server.seen()] == [
+            "/echo/same",
+            "/echo/same",
+            "/echo/same",
+            "/echo/same",
+            "/echo/frag?a=1",
+            "/echo/bare",
+        ]
+
+    run(main)
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_a_request_is_a_checkpoint(
+    ca: trustme.CA, server: Server, plain_server: Server, tls: bool
+) -> None:
+    async def main() -> None:
+        if tls:
+            http, request = transport(ca, server), get("/echo")
+        else:
+            http = H11Transport()
+            request = Request("GET", f"http://127.0.0.1:{plain_server.port}/echo", ())
+        async with http:
+            assert (await http(request)).status == 200  # a kept-alive connection
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await http(request)
+            assert scope.cancelled_caught
+            assert (await http(request)).status == 200
+        seen = (server if tls else plain_server).seen()
+        assert [c for c, _, _ in seen] == [1, 2]  # not sent when cancelled, then not reused
+
+    run(main)

@@ -82,3 +82,24 @@ def test_failure_names_the_tls_error_under_urllib3s(server: Server) -> None:
     message = str(failure.value)
     assert "SSLError (SSLCertVerificationError: " in message
     assert "HTTPSConnectionPool" not in message
+
+
+def test_pools_are_looked_up_once_and_closed_with_the_transport(
+    send: Urllib3Transport, server: Server
+) -> None:
+    assert send(get("/")).status == 200
+    send._pools.clear()  # as when the transport's map is full: the manager still has it
+    assert send(get("/")).status == 200
+    assert server.accepted == 1
+    send.close()
+    assert server.ended.acquire(timeout=5)  # the idle connection was closed
+    with pytest.raises(TransportFailure, match="closed"):
+        send(get("/"))
+
+
+def test_pools_are_kept_per_host(send: Urllib3Transport, server: Server) -> None:
+    assert send(get("/")).status == 200
+    with pytest.raises(TransportFailure, match=r"other\.example"):
+        send(get("/", host="other.example"))  # not resolved: never our server's pool
+    assert len(send._pools) == 2
+    assert server.accepted == 1
