@@ -143,11 +143,14 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
-def _take_lease(store: TokenStore) -> TokenSet | None:
-    """Take the store's lease and reload (in a worker thread); if the load
-    fails, release the lease before raising."""
+def _take_lease(store: TokenStore, unsaved: TokenSet | None) -> TokenSet | None:
+    """Take the store's lease, save ``unsaved`` (tokens an earlier save failed
+    to store) and reload, in a worker thread; if that fails, release the lease
+    before raising."""
     store.acquire_lease()
     try:
+        if unsaved is not None:  # under the lease the store must not lag behind
+            store.save(unsaved)
         return store.load()
     except BaseException:
         store.release_lease()
@@ -186,6 +189,7 @@ class Driver:
         self._outcomes: dict[int, Deliver | Fail] = {}
         self._login: Authorized | AuthorizationFailed | None = None
         self._authorize_url: str | None = None
+        self._unsaved: TokenSet | None = None  # tokens the store failed to save
         self._closed = False
 
     # -- public API -----------------------------------------------------------
@@ -354,10 +358,13 @@ class Driver:
         if self._store is not None:
             try:
                 self._store.save(action.tokens)
+                self._unsaved = None
             except Exception as error:
                 # The machine already uses the new tokens (the old refresh token
-                # is rotated away), so they are kept in memory; stopping here
-                # would leave the lease held and the waiting calls stranded.
+                # is rotated away), so they are kept in memory and saved again
+                # before the next refresh reads the store; stopping here would
+                # leave the lease held and the waiting calls stranded.
+                self._unsaved = action.tokens
                 log.error(  # no traceback: it may quote the record
                     "cfauth: the new tokens could not be stored (%s); they are used from "
                     "memory, log in again after a restart if the store stays broken",
@@ -411,7 +418,8 @@ class Driver:
                 # Not abandoned on cancellation: once the thread runs, the lease
                 # is taken and TokensLoaded reported, so a later cancellation
                 # finds the refresh Send in progress and releases the lease.
-                tokens = await trio.to_thread.run_sync(_take_lease, self._store)
+                tokens = await trio.to_thread.run_sync(_take_lease, self._store, self._unsaved)
+                self._unsaved = None
             except Exception as error:
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
             return TokensLoaded(now=self._clock(), tokens=tokens)

@@ -481,3 +481,46 @@ def test_client_headers_checks_and_close() -> None:
             await client.put("item")
 
     run(main)
+
+
+def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> None:
+    class FlakyStore(MemoryStore):
+        def __init__(self, tokens: TokenSet) -> None:
+            super().__init__(tokens)
+            self.fail_saves = 1
+
+        def save(self, tokens: TokenSet) -> None:
+            if self.fail_saves:
+                self.fail_saves -= 1
+                raise OSError("disk full")
+            super().save(tokens)
+
+    now = [NOW]
+    issued = [0]
+
+    async def handler(request: Request) -> Response:
+        if request.url == TOKEN_URL:
+            issued[0] += 1
+            return token_response(issued[0])
+        return ok(request)
+
+    store = FlakyStore(expired_tokens())
+
+    async def main() -> None:
+        transport = FakeTransport(handler)
+        machine = Machine(ACCOUNT, APP, expired_tokens())
+        driver = Driver(machine, transport, store=store, clock=lambda: now[0])
+        assert (await driver.request("GET", "item")).status == 200  # the save failed
+        stale = store.load()
+        assert stale is not None
+        assert stale.refresh_token == "RT-0"
+        now[0] += 14_000
+        assert (await driver.request("GET", "item")).status == 200
+        refreshes = [r.body for r in transport.to(TOKEN_URL)]
+        assert refreshes == [
+            b"grant_type=refresh_token&refresh_token=RT-0",
+            b"grant_type=refresh_token&refresh_token=RT-1",
+        ]
+        assert store.load() == machine.tokens
+
+    run(main)
