@@ -36,9 +36,20 @@ NEW = "acme.manage.na1.bookingplatform.app"
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
+def sandbox(caplog: pytest.LogCaptureFixture) -> Iterator[Sandbox]:
+    """The sandbox, with every log record at DEBUG captured and scanned at the
+    end of each test for every secret the sandbox made (keys, client secrets,
+    codes, access and refresh tokens)."""
+    caplog.set_level(logging.DEBUG)
     with Sandbox() as running:
         yield running
+        secrets = running.issued_secrets()
+    assert len(secrets) >= 4
+    # (test_debug_logs_carry_no_secret checks that the drivers do log at DEBUG)
+    for record in caplog.get_records("setup") + caplog.get_records("call"):
+        text = record.getMessage()
+        leaked = [secret for secret in secrets if secret in text]
+        assert not leaked, f"a log record carries a secret: {record.name} {record.levelname}"
 
 
 @pytest.fixture(params=KINDS)

@@ -530,6 +530,12 @@ class SandboxApp:
             and (grant_type is None or r.grant_type == grant_type)
         ]
 
+    def issued_secrets(self) -> frozenset[str]:
+        """Every secret value the sandbox has made: API and client secrets, codes,
+        access and refresh tokens (for tests that scan output or logs for leaks)."""
+        with self._lock:
+            return frozenset(self._secrets)
+
     def evil_requests(self) -> list[RequestRecord]:
         """Records of requests that reached ``evil.example``."""
         return [r for r in self.requests if r.host == EVIL_HOST]
