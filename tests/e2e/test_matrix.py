@@ -43,7 +43,12 @@ def sandbox(caplog: pytest.LogCaptureFixture) -> Iterator[Sandbox]:
     caplog.set_level(logging.DEBUG)
     with Sandbox() as running:
         yield running
-        secrets = running.issued_secrets()
+        account = running.account("acme")
+        secrets = set(running.issued_secrets()) | {
+            # and the Basic header values that carry them, base64 and all
+            ApiKey(account.api_key, account.api_secret).authorization[len("Basic ") :],
+            app_of(running).token_authorization[len("Basic ") :],
+        }
     assert len(secrets) >= 4
     # (test_debug_logs_carry_no_secret checks that the drivers do log at DEBUG)
     for record in caplog.get_records("setup") + caplog.get_records("call"):
