@@ -491,10 +491,11 @@ class Machine:
         if self._state is State.REAUTHORIZATION_REQUIRED:
             return ReauthorizationRequired(
                 "the OAuth2 grant is gone (refresh token expired, revoked or rotated "
-                "away): log in again (cfauth login)"
+                "away): log in again (a new OAuth2 authorization)"
             )
         return ReauthorizationRequired(
-            "there are no OAuth2 tokens for this account yet: log in first (cfauth login)"
+            "there are no OAuth2 tokens for this account yet: log in first "
+            "(an OAuth2 authorization)"
         )
 
     def _send_call(self, call: _Call) -> Send:
@@ -883,7 +884,8 @@ class Machine:
         self._set_tokens(None)
         self._set_auth("")
         error = ReauthorizationRequired(
-            f"{why}: the OAuth2 grant is gone; log in again (cfauth login)", cause=cause
+            f"{why}: the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
+            cause=cause,
         )
         actions.append(AuthorizationLost(error))
         self._fail_waiting(error, actions)
