@@ -14,7 +14,9 @@ __all__ = [
     "Response",
     "Transport",
     "TransportFailure",
+    "call_headers",
     "check_api_response",
+    "failure_reason",
     "parse_resolve",
 ]
 
@@ -59,6 +61,28 @@ class Response:
 #: A blocking transport: send the request exactly as given (no redirects, no
 #: retries) and return the response, or raise ``TransportFailure``/``OSError``.
 Transport = Callable[[Request], Response]
+
+
+def failure_reason(error: BaseException) -> str:
+    """A short description of a transport failure, for ``SendFailed``.
+
+    Only the exception's type and message: transports put no secrets there
+    (and the machine scrubs the ones it knows anyway).
+    """
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def call_headers(
+    headers: Sequence[tuple[str, str]], on_behalf: str | None, forwarded_for: str | None
+) -> list[tuple[str, str]]:
+    """A call's extra headers with ``X-On-Behalf`` and ``X-Forwarded-For`` added."""
+    extra = list(headers)
+    if on_behalf is not None:
+        extra.append(("X-On-Behalf", on_behalf))
+    if forwarded_for is not None:
+        extra.append(("X-Forwarded-For", forwarded_for))
+    return extra
 
 
 class ApiError(CfauthError):

@@ -66,7 +66,7 @@ from cfauth_core import (
     TokensLoaded,
 )
 
-from ._http import Response, Transport, check_api_response
+from ._http import Response, Transport, call_headers, check_api_response, failure_reason
 from .stores import TokenStore
 
 __all__ = ["Client", "ClosingTransport", "Driver", "build_client"]
@@ -75,16 +75,6 @@ log = logging.getLogger("cfauth")
 
 #: Work a thread executes outside the lock, in order.
 _Work = deque[Action]
-
-
-def failure_reason(error: BaseException) -> str:
-    """A short description of a transport failure, for ``SendFailed``.
-
-    Only the exception's type and message: transports put no secrets there
-    (and the machine scrubs the ones it knows anyway).
-    """
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 class Driver:
@@ -430,13 +420,11 @@ class Client:
     ) -> Response:
         """Call ``method`` on ``path`` (under ``/api/3.0/``).  With ``check``
         (the default), a Checkfront error raises :class:`~cfauth.ApiError`."""
-        extra = list(headers)
-        behalf = on_behalf if on_behalf is not None else self.on_behalf
-        forwarded = forwarded_for if forwarded_for is not None else self.forwarded_for
-        if behalf is not None:
-            extra.append(("X-On-Behalf", behalf))
-        if forwarded is not None:
-            extra.append(("X-Forwarded-For", forwarded))
+        extra = call_headers(
+            headers,
+            on_behalf if on_behalf is not None else self.on_behalf,
+            forwarded_for if forwarded_for is not None else self.forwarded_for,
+        )
         response = self.driver.request(method, path, params=params, data=data, headers=extra)
         return check_api_response(response) if check else response
 

@@ -118,7 +118,14 @@ from cfauth_core import (
     TokensLoaded,
 )
 
-from ._http import Response, TransportFailure, check_api_response, parse_resolve
+from ._http import (
+    Response,
+    TransportFailure,
+    call_headers,
+    check_api_response,
+    failure_reason,
+    parse_resolve,
+)
 from .stores import TokenStore
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
@@ -131,16 +138,6 @@ AsyncTransport = Callable[[Request], Awaitable[Response]]
 
 #: Work a task executes, in order.
 _Work = deque[Action]
-
-
-def failure_reason(error: BaseException) -> str:
-    """A short description of a transport failure, for ``SendFailed``.
-
-    Only the exception's type and message: transports put no secrets there
-    (and the machine scrubs the ones it knows anyway).
-    """
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def _take_lease(store: TokenStore, unsaved: TokenSet | None) -> TokenSet | None:
@@ -488,13 +485,11 @@ class Client:
     ) -> Response:
         """Call ``method`` on ``path`` (under ``/api/3.0/``).  With ``check``
         (the default), a Checkfront error raises :class:`~cfauth.ApiError`."""
-        extra = list(headers)
-        behalf = on_behalf if on_behalf is not None else self.on_behalf
-        forwarded = forwarded_for if forwarded_for is not None else self.forwarded_for
-        if behalf is not None:
-            extra.append(("X-On-Behalf", behalf))
-        if forwarded is not None:
-            extra.append(("X-Forwarded-For", forwarded))
+        extra = call_headers(
+            headers,
+            on_behalf if on_behalf is not None else self.on_behalf,
+            forwarded_for if forwarded_for is not None else self.forwarded_for,
+        )
         response = await self.driver.request(method, path, params=params, data=data, headers=extra)
         return check_api_response(response) if check else response
 
