@@ -8,6 +8,7 @@ that uses the tokens it stores (persisted before used), and a
 
 from __future__ import annotations
 
+from ._errors import detach
 from ._record import Record, _new
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
@@ -198,7 +199,7 @@ class Fail(Action):
     def __new__(cls, call_id: int, error: CfauthError) -> Fail:
         self: Fail = _new(cls._fast)
         self.call_id = call_id
-        self.error = error
+        self.error = detach(error)
         self.__class__ = cls
         return self
 
@@ -263,7 +264,7 @@ class AuthorizationFailed(Action):
 
     def __new__(cls, error: CfauthError) -> AuthorizationFailed:
         self: AuthorizationFailed = _new(cls._fast)
-        self.error = error
+        self.error = detach(error)
         self.__class__ = cls
         return self
 
@@ -276,7 +277,7 @@ class RefreshAborted(Action):
 
     def __new__(cls, error: CfauthError) -> RefreshAborted:
         self: RefreshAborted = _new(cls._fast)
-        self.error = error
+        self.error = detach(error)
         self.__class__ = cls
         return self
 
@@ -290,6 +291,6 @@ class AuthorizationLost(Action):
 
     def __new__(cls, error: CfauthError) -> AuthorizationLost:
         self: AuthorizationLost = _new(cls._fast)
-        self.error = error
+        self.error = detach(error)
         self.__class__ = cls
         return self

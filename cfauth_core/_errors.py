@@ -38,6 +38,7 @@ __all__ = [
     "StateMismatch",
     "TransportError",
     "UntrustedRedirect",
+    "detach",
 ]
 
 
@@ -171,3 +172,30 @@ class RateLimited(ActionRequired):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+
+
+def detach(error: CfauthError) -> CfauthError:
+    """``error`` cut loose from the frames that built it, ready to leave the core.
+
+    A raised exception keeps its traceback, and with it every local variable of
+    the frames it passed through: the secrets tuple used for scrubbing, the
+    token response body, the Basic header.  Error reporters read those locals
+    (Sentry does by default), so an error handed to the adapter in an action
+    carries no traceback, and neither does its ``cause`` or a context it was
+    raised in.  A context that was suppressed (``raise ... from None``) is
+    dropped altogether: nothing shows it, and it may hold the raw server text.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        if current.__suppress_context__:
+            current.__context__ = None
+        for linked in (current.__cause__, current.__context__, getattr(current, "cause", None)):
+            if isinstance(linked, BaseException):
+                pending.append(linked)
+    return error

@@ -174,6 +174,7 @@ def test_import_pulls_in_no_third_party_module() -> None:
 INTERNAL = {
     "basic_authorization",
     "check_headers",
+    "detach",
     "load_json",
     "next_state",
     "parse_oauth_error",
