@@ -20,12 +20,13 @@ any necessary authentication information."
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from ._errors import InsecureTransport, InvalidInput, UntrustedRedirect
 from ._record import Record, _new
+from ._tokens import hide
 
 __all__ = ["Account", "Params", "RedirectKind", "RedirectTarget", "refuse_redirect", "shown"]
 
@@ -335,7 +336,9 @@ class Account(Record):
 
     # -- redirects ------------------------------------------------------------
 
-    def judge_redirect(self, current_url: str, location: str) -> RedirectTarget:
+    def judge_redirect(
+        self, current_url: str, location: str, *, secrets: Iterable[str] = ()
+    ) -> RedirectTarget:
         """Decide whether credentials may follow ``location`` from ``current_url``.
 
         Returns the resolved target, or raises :class:`UntrustedRedirect` naming
@@ -343,9 +346,10 @@ class Account(Record):
         account's ``NAME.manage.REGION.bookingplatform.app`` or a host listed in
         ``trusted_hosts``.  Refused: everything else, including userinfo,
         downgrades to http, other ports, IP literals, backslashes, control
-        characters, percent-encoded or non-ASCII host names.
+        characters, percent-encoded or non-ASCII host names.  ``secrets`` are
+        hidden in the location the error quotes.
         """
-        where = shown(location)
+        where = shown(location, secrets)
         if not location or len(location) > MAX_LOCATION_LENGTH:
             raise refuse_redirect(where, "it is empty or longer than 2048 characters")
         if _LOCATION_CHARS.fullmatch(location) is None:
@@ -436,9 +440,11 @@ def _parse_api_base(api_base: str) -> str:
     return api_base if api_base.endswith("/") else api_base + "/"
 
 
-def shown(location: str) -> str:
-    """A Location value fit for a message: escaped (no raw control characters) and bounded."""
-    text = repr(location)[1:-1]
+def shown(location: str, secrets: Iterable[str] = ()) -> str:
+    """A Location value fit for a message: ``secrets`` hidden (before it is
+    cut, so no secret is half shown), escaped (no raw control characters) and
+    bounded."""
+    text = repr(hide(location, secrets))[1:-1]
     return text if len(text) <= 200 else text[:200] + "..."
 
 

@@ -56,7 +56,7 @@ from ._actions import (
     Send,
     Store,
 )
-from ._credentials import ApiKey, Credential, OAuth2App
+from ._credentials import ApiKey, Credential, OAuth2App, basic_authorization
 from ._errors import (
     AuthorizationDenied,
     CfauthError,
@@ -354,6 +354,14 @@ class Machine:
         """How many calls have not ended yet."""
         return len(self._calls)
 
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Server text made fit for a message: every secret this machine knows
+        hidden in every form it wrote it (raw, form- and percent-encoded, inside
+        the base64 of a Basic header, escaped), control characters dropped, at
+        most ``limit`` characters.  Adapters run the text of their own errors
+        (such as an API error object) through it."""
+        return scrub(text, self._secrets(), limit)
+
     def __repr__(self) -> str:
         return (
             f"<Machine {self._account.origin} {type(self._credential).__name__} "
@@ -410,7 +418,11 @@ class Machine:
         if isinstance(credential, ApiKey):
             found = [credential.secret, credential.authorization[6:]]  # and its base64
         else:
-            found = [credential.client_secret, credential.token_authorization[6:]]
+            found = [
+                credential.client_secret,
+                credential.token_authorization[6:],  # the form-encoded pair in base64
+                basic_authorization(credential.client_id, credential.client_secret)[6:],  # raw
+            ]
         found += extra
         if self._tokens is not None:
             found += [self._tokens.access_token, self._tokens.refresh_token]
@@ -564,8 +576,9 @@ class Machine:
             self._fail(call, error, actions)
             return
         if urlsplit(target.url).path.lower().startswith("/oauth"):
+            secrets = self._secrets()
             refused = refuse_redirect(
-                scrub(shown(location), self._secrets(), 10_000),
+                scrub(shown(location, secrets), secrets, 10_000),
                 "API credentials never go to the OAuth endpoints",
             )
             self._fail(call, refused, actions)
@@ -595,7 +608,7 @@ class Machine:
         else:
             refused: UntrustedRedirect | None = None
             try:
-                target = self._account.judge_redirect(current, location)
+                target = self._account.judge_redirect(current, location, secrets=secrets)
             except UntrustedRedirect as error:
                 refused = error
             if refused is not None:
@@ -608,7 +621,7 @@ class Machine:
             if target.url not in visited:
                 return target
             why = "it loops back to a URL already visited; check the account URL"
-        raise refuse_redirect(scrub(shown(location), secrets, 10_000), why)
+        raise refuse_redirect(scrub(shown(location, secrets), secrets, 10_000), why)
 
     def _move(self, origin: str, status: int, actions: list[Action]) -> None:
         """Adopt a migration target as the account's origin (permanent redirects only)."""
@@ -822,8 +835,9 @@ class Machine:
             pending.request.url, location, pending.hops, pending.visited, pending.secrets
         )
         if urlsplit(target.url)[2:4] != ("/oauth/token/", "") or event.status == 303:
+            secrets = self._secrets(pending.secrets)
             raise refuse_redirect(
-                scrub(shown(location), self._secrets(pending.secrets), 10_000),
+                scrub(shown(location, secrets), secrets, 10_000),
                 "client credentials go to /oauth/token/ only, by POST",
             )
         pending.hops += 1
@@ -1022,9 +1036,11 @@ class Machine:
         self._authorization = None
         if "error" in params:
             errors, descriptions = params["error"], params.get("error_description", [])
+            # The login is consumed: its verifier is hidden as an extra secret.
+            secrets = self._secrets((authorization.verifier,) if authorization.verifier else ())
             error: CfauthError = AuthorizationDenied(
-                scrub(errors[0], (), 100),
-                scrub(descriptions[0], ()) if descriptions else None,
+                scrub(errors[0], secrets, 100),
+                scrub(descriptions[0], secrets) if descriptions else None,
             )
             self._goto(Trigger.AUTHORIZATION_DENIED)
             return [AuthorizationFailed(error)]

@@ -10,7 +10,9 @@ issue, and ``updated_at``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import quote, quote_plus
 
 from ._errors import InvalidTokenRecord, OAuthError, RemoteProtocolError
 from ._record import Record, _new
@@ -25,9 +27,11 @@ __all__ = [
     "MAX_TOKEN_BODY",
     "REFRESH_TOKEN_LIFETIME",
     "TokenSet",
+    "hide",
     "parse_oauth_error",
     "parse_token_response",
     "scrub",
+    "secret_forms",
 ]
 
 #: Seconds an access token lives when the server does not say (Checkfront: 14000).
@@ -171,12 +175,50 @@ _RECORD_KEYS = frozenset(
 )
 
 
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """``secret`` in every form the machine writes it: as it is, form-encoded
+    (``+`` for space, as in a token request body), percent-encoded (both cases
+    of hex digits: servers re-encode), and escaped as ``repr`` escapes it in a
+    message (with and without escaped quotes)."""
+    escaped = repr(secret + "'\"")[1:-4]  # every quote escaped: the repr of mixed text
+    forms = {
+        secret,
+        quote_plus(secret, safe="", errors="surrogatepass"),
+        quote(secret, safe="", errors="surrogatepass"),
+        escaped,
+        escaped.replace("\\'", "'"),
+    }
+    for form in list(forms):
+        if "%" in form:
+            forms.add(_lower_hex(form))
+    return tuple(forms)
+
+
+def _lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), text)
+
+
+def hide(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form of every secret (:func:`secret_forms`)
+    replaced by ``<hidden>``, wherever it appears, glued to other text or not.
+
+    Secrets shorter than 4 characters are left alone: they would blank out
+    ordinary words, and guard nothing.  The longest forms are matched first,
+    in one pass, so a secret inside another is hidden with it.
+    """
+    forms = {form for secret in secrets if len(secret) >= 4 for form in secret_forms(secret)}
+    if not forms:
+        return text
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, "<hidden>", text)
+
+
 def scrub(text: str, secrets: Iterable[str], limit: int = 300) -> str:
-    """Server-supplied text made fit for a message: every known secret
-    replaced, control characters dropped, length bounded."""
-    for secret in secrets:
-        if len(secret) >= 4:  # shorter ones would blank out ordinary words, and guard nothing
-            text = text.replace(secret, "<hidden>")
+    """Server-supplied text made fit for a message: every known secret hidden
+    in every form the machine wrote it (:func:`hide`), control characters and
+    escape sequences' introducers dropped (the result is printable), length
+    bounded after hiding (so no secret is cut in half and half shown)."""
+    text = hide(text, secrets)
     text = "".join(c if c.isprintable() else " " for c in text)
     return text if len(text) <= limit else text[:limit] + "..."
 

@@ -175,6 +175,8 @@ INTERNAL = {
     "basic_authorization",
     "check_headers",
     "detach",
+    "hide",
+    "secret_forms",
     "load_json",
     "next_state",
     "parse_oauth_error",

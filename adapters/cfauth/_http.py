@@ -89,7 +89,9 @@ class ApiError(CfauthError):
     """Checkfront answered with an error object, or a ``request.status`` other than ``OK``.
 
     ``status`` is the HTTP status; ``error`` the error object or request
-    section from the body (a dict, possibly empty); ``response`` the response.
+    section from the body (a dict, possibly empty; its text values scrubbed of
+    the secrets the client knows, like the message); ``response`` the response
+    as received.
     """
 
     def __init__(self, message: str, *, status: int, error: dict[str, Any], response: Response):
@@ -99,12 +101,20 @@ class ApiError(CfauthError):
         self.response = response
 
 
-def check_api_response(response: Response) -> Response:
+def _printable(text: str, limit: int = 300) -> str:
+    """The default scrub: no secrets known, control characters dropped, bounded."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_api_response(response: Response, scrub: Callable[[str], str] = _printable) -> Response:
     """Return ``response`` if it is a successful Checkfront answer, else raise :class:`ApiError`.
 
     Checkfront answers JSON with a ``request`` section whose ``status`` is
     ``"OK"`` on success; on critical errors the envelope is replaced by an
     ``error`` object.  A non-JSON body with a 2xx status is returned as it is.
+    ``scrub`` makes the server's text fit for the error's message (the
+    clients pass their driver's, which hides every secret the machine knows).
     """
     payload: Any = None
     try:
@@ -126,6 +136,12 @@ def check_api_response(response: Response) -> Response:
             return response
     elif 200 <= response.status < 300:
         return response
+    details = {
+        (scrub(key) if isinstance(key, str) else key): scrub(value)
+        if isinstance(value, str)
+        else value
+        for key, value in details.items()
+    }
     summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if isinstance(v, (str, int)))
     raise ApiError(
         f"Checkfront answered HTTP {response.status} for {response.url}"

@@ -199,6 +199,11 @@ class Driver:
             self._handle(ClockTick(now=self._clock()), None, work)
         self._execute(work, None)
 
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Server text made fit for a message: see :meth:`cfauth_core.Machine.scrub`."""
+        with self._lock:
+            return self.machine.scrub(text, limit)
+
     def close(self) -> None:
         """Refuse new calls.  Closing the transport is the transport's owner's job."""
         self._closed = True
@@ -426,7 +431,7 @@ class Client:
             forwarded_for if forwarded_for is not None else self.forwarded_for,
         )
         response = self.driver.request(method, path, params=params, data=data, headers=extra)
-        return check_api_response(response) if check else response
+        return check_api_response(response, self.driver.scrub) if check else response
 
     def get(self, path: str, **kwargs: Any) -> Response:
         return self.request("GET", path, **kwargs)

@@ -274,6 +274,10 @@ class Driver:
         self._handle(ClockTick(now=self._clock()), None, work)
         await self._execute(work, None)
 
+    def scrub(self, text: str, limit: int = 300) -> str:
+        """Server text made fit for a message: see :meth:`cfauth_core.Machine.scrub`."""
+        return self.machine.scrub(text, limit)
+
     async def aclose(self) -> None:
         """Refuse new calls.  Closing the transport is the transport's owner's job."""
         self._closed = True
@@ -491,7 +495,7 @@ class Client:
             forwarded_for if forwarded_for is not None else self.forwarded_for,
         )
         response = await self.driver.request(method, path, params=params, data=data, headers=extra)
-        return check_api_response(response) if check else response
+        return check_api_response(response, self.driver.scrub) if check else response
 
     async def get(self, path: str, **kwargs: Any) -> Response:
         return await self.request("GET", path, **kwargs)
