@@ -55,6 +55,8 @@ from ._events import (
     ResponseReceived,
     SendFailed,
     TokensLoaded,
+    check_header_value,
+    check_headers,
 )
 from ._machine import Config, Machine, __version__
 from ._retry import parse_http_date, parse_retry_after
@@ -123,6 +125,8 @@ __all__ = [
     "Trigger",
     "UntrustedRedirect",
     "__version__",
+    "check_header_value",
+    "check_headers",
     "parse_http_date",
     "parse_retry_after",
 ]

@@ -29,6 +29,8 @@ __all__ = [
     "ResponseReceived",
     "SendFailed",
     "TokensLoaded",
+    "check_header_value",
+    "check_headers",
 ]
 
 #: Header fields as (name, value) pairs of ``str``; names compare case-insensitively.
@@ -36,7 +38,10 @@ Headers = Sequence[tuple[str, str]]
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: Headers the core owns: a caller may not set them on a call.
+#: Headers the core owns (credentials, framing, the connection): a caller may
+#: not set them on a call.  ``Expect``, ``Upgrade``, ``TE``, ``Trailer`` and
+#: ``Keep-Alive`` change how the connection or the message is handled, which
+#: the transports decide alone.
 RESERVED_HEADERS = frozenset(
     {
         "authorization",
@@ -46,8 +51,20 @@ RESERVED_HEADERS = frozenset(
         "content-type",
         "transfer-encoding",
         "connection",
+        "expect",
+        "upgrade",
+        "te",
+        "trailer",
+        "keep-alive",
     }
 )
+#: The one rule for every header value a caller sets (``Config.user_agent``,
+#: ``X-On-Behalf``, ``X-Forwarded-For``, any extra header): visible ASCII,
+#: with spaces and tabs between visible characters (RFC 9110 section 5.5
+#: less obs-text).  Every transport sends such a value unchanged; anything else
+#: (CR, LF, NUL, other controls, non-ASCII, leading or trailing whitespace)
+#: some transport would refuse, alter or send raw, so the core refuses it.
+HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?)?")
 
 
 def _check_id(value: int) -> None:
@@ -119,7 +136,9 @@ class CallRequested(Event):
 
 
 def check_headers(headers: Headers) -> None:
-    """Refuse header fields that are malformed or that the core owns."""
+    """Refuse header fields that are malformed, that the core owns, or whose
+    value breaks the header value rule (:data:`HEADER_VALUE`), with
+    :class:`InvalidInput` naming the header (never quoting the value)."""
     for item in headers:
         if not isinstance(item, tuple) or len(item) != 2:
             raise InvalidInput("headers: pass (name, value) pairs of strings")
@@ -128,13 +147,20 @@ def check_headers(headers: Headers) -> None:
             raise InvalidInput(f"headers: {name!r} is not a valid header name")
         if name.lower() in RESERVED_HEADERS:
             raise InvalidInput(
-                f"headers: {name} is set by cfauth itself; pass credentials as ApiKey or "
-                "OAuth2App and data through params or data"
+                f"headers: {name} is set by cfauth or its transport; pass credentials as "
+                "ApiKey or OAuth2App and data through params or data"
             )
-        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-            raise InvalidInput(
-                f"headers: the value of {name} must be a string without CR, LF or NUL"
-            )
+        check_header_value(f"headers: the value of {name}", value)
+
+
+def check_header_value(what: str, value: object) -> None:
+    """Refuse a header value that breaks :data:`HEADER_VALUE`; ``what`` names it."""
+    if not isinstance(value, str) or HEADER_VALUE.fullmatch(value) is None:
+        raise InvalidInput(
+            f"{what} must be a string of visible ASCII characters, with spaces or tabs only "
+            "between them (no CR, LF, NUL or other control characters, no non-ASCII, no "
+            "leading or trailing whitespace); percent-encode other text"
+        )
 
 
 class ResponseReceived(Event):

@@ -85,6 +85,7 @@ from ._events import (
     ResponseReceived,
     SendFailed,
     TokensLoaded,
+    check_header_value,
 )
 from ._record import Record, _new
 from ._retry import parse_retry_after
@@ -184,16 +185,11 @@ class Config(Record):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
                 raise InvalidInput(f"Config.{name}: pass a whole number from 0 to 20")
-        if not isinstance(self.user_agent, str) or not _is_header_value(self.user_agent):
-            raise InvalidInput("Config.user_agent: pass a string without control characters")
+        check_header_value("Config.user_agent", self.user_agent)
         if not isinstance(self.pkce, bool):
             raise InvalidInput("Config.pkce: pass True or False")
         self.__class__ = cls
         return self
-
-
-def _is_header_value(value: str) -> bool:
-    return value.isprintable() and value.isascii()
 
 
 class _Call:

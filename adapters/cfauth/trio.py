@@ -116,6 +116,7 @@ from cfauth_core import (
     Store,
     TokenSet,
     TokensLoaded,
+    check_header_value,
 )
 
 from ._http import (
@@ -470,6 +471,9 @@ class Client:
         forwarded_for: str | None = None,
         transport: H11Transport | None = None,
     ) -> None:
+        for what, value in (("on_behalf", on_behalf), ("forwarded_for", forwarded_for)):
+            if value is not None:
+                check_header_value(what, value)
         self.driver = driver
         self.on_behalf = on_behalf
         self.forwarded_for = forwarded_for
