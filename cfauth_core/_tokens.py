@@ -94,6 +94,27 @@ class TokenSet(Record):
         updated_at: float,
         scope: str | None = None,
     ) -> TokenSet:
+        # The rules of token responses, for a set built any other way (a custom
+        # store, a test): a token goes into an Authorization header as it is.
+        for name, token in (("access_token", access_token), ("refresh_token", refresh_token)):
+            if not _is_token(token):
+                raise InvalidTokenRecord(
+                    f"TokenSet {name}: pass a non-empty string of at most 8192 visible ASCII "
+                    "characters (no spaces, CR, LF or other control characters); if it came "
+                    "from a store, the store is corrupt: log in again to replace it"
+                )
+        for name, value in (
+            ("expires_at", expires_at),
+            ("refresh_expires_at", refresh_expires_at),
+            ("updated_at", updated_at),
+        ):
+            if not _is_time(value):
+                raise InvalidTokenRecord(
+                    f"TokenSet {name}: pass a finite, non-negative number of seconds "
+                    "(wall-clock time)"
+                )
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidTokenRecord("TokenSet scope: pass a string or None")
         self: TokenSet = _new(cls._fast)
         self.access_token = access_token
         self.refresh_token = refresh_token

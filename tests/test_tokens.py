@@ -460,3 +460,70 @@ def test_property_parse_only_returns_tokens_or_raises_remote_errors(
     assert tokens.updated_at == now
     assert tokens.scope is None or isinstance(tokens.scope, str)
     assert TokenSet.from_dict(tokens.to_dict()) == tokens
+
+
+# -- TokenSet validates on construction, not only in from_dict -----------------------
+
+_GOOD = {
+    "access_token": "AT-1",
+    "refresh_token": "RT-1",
+    "expires_at": 1_700_014_000.0,
+    "refresh_expires_at": 1_701_209_600.0,
+    "updated_at": 1_700_000_000.0,
+}
+_BAD_TOKENS: list[object] = [
+    "",
+    "a\r\nX-Evil: 1",
+    "a\nb",
+    "a\rb",
+    "a\x01b",
+    "a\x00b",
+    "a b",
+    "a\tb",
+    "caf\u00e9",
+    "a\x7fb",
+    "a" * 8193,
+    1,
+    1.5,
+    None,
+    True,
+    b"AT-1",
+    ["AT-1"],
+]
+
+
+@pytest.mark.parametrize("field", ["access_token", "refresh_token"])
+@pytest.mark.parametrize("value", _BAD_TOKENS, ids=repr)
+def test_tokenset_refuses_a_token_that_could_not_be_sent(field: str, value: object) -> None:
+    with pytest.raises(InvalidTokenRecord, match=f"TokenSet {field}") as caught:
+        TokenSet(**{**_GOOD, field: value})  # type: ignore[arg-type]
+    if isinstance(value, str) and len(value) > 2:
+        assert value not in str(caught.value)
+
+
+@given(
+    token=st.text(min_size=1, max_size=40).filter(
+        lambda t: not (t.isascii() and t.isprintable() and " " not in t)
+    )
+)
+def test_tokenset_refuses_any_token_outside_visible_ascii(token: str) -> None:
+    with pytest.raises(InvalidTokenRecord):
+        TokenSet(**{**_GOOD, "access_token": token})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["expires_at", "refresh_expires_at", "updated_at"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, "1", True, None], ids=repr)
+def test_tokenset_refuses_a_time_that_is_not_a_time(field: str, value: object) -> None:
+    with pytest.raises(InvalidTokenRecord, match=f"TokenSet {field}"):
+        TokenSet(**{**_GOOD, field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scope", [1, b"read", ["read"]], ids=repr)
+def test_tokenset_refuses_a_scope_that_is_not_text(scope: object) -> None:
+    with pytest.raises(InvalidTokenRecord, match="TokenSet scope"):
+        TokenSet(**{**_GOOD, "scope": scope})  # type: ignore[arg-type]
+
+
+def test_tokenset_accepts_what_token_responses_accept() -> None:
+    tokens = TokenSet(**_GOOD, scope="read write")  # type: ignore[arg-type]
+    assert TokenSet.from_dict(tokens.to_dict()) == tokens
