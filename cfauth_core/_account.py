@@ -24,11 +24,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from ._credentials import is_unicode
 from ._errors import InsecureTransport, InvalidInput, UntrustedRedirect
 from ._record import Record, _new
 from ._tokens import hide
 
-__all__ = ["Account", "Params", "RedirectKind", "RedirectTarget", "refuse_redirect", "shown"]
+__all__ = [
+    "Account",
+    "Params",
+    "RedirectKind",
+    "RedirectTarget",
+    "encode_params",
+    "refuse_redirect",
+    "shown",
+]
 
 #: Query or form parameters: a mapping or a sequence of pairs.  Values that are
 #: lists or tuples repeat the key (``item_id[]=1&item_id[]=2``).
@@ -302,11 +311,16 @@ class Account(Record):
                 _PATHS.clear()
             _PATHS[key] = full
         if params:
-            full += "?" + urlencode(params, doseq=True)
+            full += "?" + encode_params(params, "params")
         return full
 
     def _resource_path(self, path: str) -> str:
         if _PLAIN_PATH.fullmatch(path) is None:
+            if not is_unicode(path):
+                raise InvalidInput(
+                    "path: not valid text (it holds a lone surrogate, e.g. from bytes that "
+                    "are not UTF-8); pass the resource path as valid text"
+                )
             if any(c in path for c in "?#\\") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
                 raise InvalidInput(
                     f"path {path!r}: pass the resource path alone ('booking/index'); "
@@ -406,6 +420,48 @@ class Account(Record):
         raise refuse_redirect(
             where, f"{host} is not this account's origin or a trusted migration target"
         )
+
+
+def encode_params(params: Params, what: str) -> str:
+    """``params`` as ``application/x-www-form-urlencoded`` text, or
+    :class:`InvalidInput` naming ``what`` and the parameter (never its value).
+
+    A mapping's values may be strings, numbers, or lists or tuples of them (the
+    name is repeated); a sequence of ``(name, value)`` pairs takes a string or
+    a number as each value.  ``None``, ``True``/``False``, dicts, nested lists,
+    bytes and text that is not valid Unicode are refused rather than sent as
+    ``q=None`` or silently dropped.
+    """
+    if isinstance(params, Mapping):
+        pairs: Iterable[object] = params.items()
+        mapping = True
+    elif isinstance(params, (list, tuple)):
+        pairs, mapping = params, False
+    else:
+        raise InvalidInput(
+            f"{what}: pass a dict or a list of (name, value) pairs, not {type(params).__name__}"
+        )
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidInput(f"{what}: pass (name, value) pairs, e.g. [('status_id', 'PAID')]")
+        name, value = pair
+        if not isinstance(name, str) or not name or not is_unicode(name):
+            raise InvalidInput(f"{what}: each name must be a non-empty string of valid text")
+        values = value if mapping and isinstance(value, (list, tuple)) else (value,)
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise InvalidInput(
+                    f"{what}: {name!r} is {type(item).__name__}; pass a string or a number"
+                    + (" (or a list of them)" if mapping else "")
+                    + ": leave out a parameter that has no value, and spell booleans as "
+                    "Checkfront expects them ('1' / '0')"
+                )
+            if isinstance(item, str) and not is_unicode(item):
+                raise InvalidInput(
+                    f"{what}: the value of {name!r} is not valid text (a lone surrogate, e.g. "
+                    "from bytes that are not UTF-8); decode it properly first"
+                )
+    return urlencode(params, doseq=True)
 
 
 def _account_name(host: str) -> str | None:

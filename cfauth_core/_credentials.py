@@ -27,7 +27,21 @@ def _check_text(what: str, value: object) -> str:
         raise InvalidInput(f"{what}: pass a non-empty string")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidInput(f"{what}: control characters (CR, LF, ...) are not allowed")
+    if not is_unicode(value):
+        raise InvalidInput(
+            f"{what}: not valid text (a lone surrogate, as os.environ holds for a byte that "
+            "is not UTF-8); check the variable or file it came from"
+        )
     return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _hint(value: str) -> str:
@@ -84,13 +98,27 @@ class OAuth2App(Record):
         _check_text("OAuth2App client_id", client_id)
         _check_text("OAuth2App client_secret", client_secret)
         _check_text("OAuth2App redirect_uri", redirect_uri)
+        if any(not 0x21 <= ord(c) <= 0x7E for c in redirect_uri):
+            raise InvalidInput(
+                "OAuth2App redirect_uri: only visible ASCII is allowed (no spaces); "
+                "percent-encode the path and give the host in its xn-- form"
+            )
         try:
             parts = urlsplit(redirect_uri)
             host = parts.hostname
+            port = parts.port
         except ValueError:
-            raise InvalidInput("OAuth2App redirect_uri: not a valid URL") from None
+            raise InvalidInput(
+                "OAuth2App redirect_uri: not a valid URL (is the port a number from 1 to "
+                "65535?); pass e.g. https://app.example/callback"
+            ) from None
+        if port == 0 or parts.netloc.endswith(":"):
+            raise InvalidInput(
+                "OAuth2App redirect_uri: the port must be a number from 1 to 65535, "
+                "e.g. http://127.0.0.1:8765/callback"
+            )
         netloc = parts.netloc.lower()
-        netloc_host = netloc.rpartition(":")[0] if parts.port else netloc
+        netloc_host = netloc.rpartition(":")[0] if port else netloc
         if parts.scheme not in ("https", "http") or not host:
             raise InvalidInput(
                 "OAuth2App redirect_uri: pass an absolute https URL, "

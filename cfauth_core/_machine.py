@@ -37,7 +37,14 @@ import re
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ._account import Account, RedirectKind, RedirectTarget, refuse_redirect, shown
+from ._account import (
+    Account,
+    RedirectKind,
+    RedirectTarget,
+    encode_params,
+    refuse_redirect,
+    shown,
+)
 from ._actions import (
     AccountMoved,
     Action,
@@ -462,7 +469,7 @@ class Machine:
         headers = tuple(event.headers) if event.headers else ()
         body = None
         if event.data is not None:
-            body = urlencode(event.data, doseq=True).encode("ascii")
+            body = encode_params(event.data, "data").encode("ascii")
             headers += (_FORM,)
         call_id = self._next_call_id
         self._next_call_id = call_id + 1

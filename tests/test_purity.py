@@ -175,6 +175,8 @@ INTERNAL = {
     "basic_authorization",
     "HEADER_VALUE",
     "detach",
+    "encode_params",
+    "is_unicode",
     "hide",
     "secret_forms",
     "load_json",
