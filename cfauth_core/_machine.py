@@ -986,6 +986,10 @@ class Machine:
             )
         if state in self._used_states:
             raise InvalidInput("state: this value was used before; pass a fresh random state")
+        if self._authorization is not None and _same(state, self._authorization.state):
+            raise InvalidInput(
+                "state: this is the pending login's state; pass a fresh random state for each login"
+            )
         params = {
             "client_id": credential.client_id,
             "response_type": "code",
@@ -1020,6 +1024,11 @@ class Machine:
         authorization = self._authorization
         assert authorization is not None
         assert isinstance(self._credential, OAuth2App)
+        if not _at_redirect_uri(event.url, self._credential.redirect_uri):
+            raise StateMismatch(
+                "the callback URL is not at the redirect URI (its scheme, host, port or path "
+                "differ); it was not meant for this login and was ignored"
+            )
         params = _callback_params(event.url)
         states = params.get("state", [])
         if len(states) != 1:
@@ -1037,6 +1046,24 @@ class Machine:
         # The state matches: it is consumed, whatever the callback says.
         self._remember_state(authorization.state)
         self._authorization = None
+        issuers = params.get("iss")
+        if issuers is not None and issuers != [self._account.origin]:
+            # RFC 9207 section 2.4: "If the value does not match the expected
+            # issuer identifier, clients MUST reject the authorization response
+            # and MUST NOT proceed with the authorization grant."
+            named = scrub(issuers[0], self._secrets(), 100) if len(issuers) == 1 else None
+            self._goto(Trigger.AUTHORIZATION_DENIED)
+            return [
+                AuthorizationFailed(
+                    RemoteProtocolError(
+                        "the callback's issuer (iss) is "
+                        + (f"{named!r}" if named is not None else "given more than once")
+                        + f", not this account's origin {self._account.origin}: the answer "
+                        "may come from another server (a mix-up attack, RFC 9207); nothing "
+                        "was exchanged: log in again"
+                    )
+                )
+            ]
         if "error" in params:
             errors, descriptions = params["error"], params.get("error_description", [])
             # The login is consumed: its verifier is hidden as an extra secret.
@@ -1112,6 +1139,36 @@ def _grant_lost(error: CfauthError) -> bool:
     if isinstance(error, OAuthError):
         return error.error == "invalid_grant" or error.status in (400, 401)
     return isinstance(error, RemoteProtocolError) and error.status in (400, 401)
+
+
+def _at_redirect_uri(url: str, redirect_uri: str) -> bool:
+    """Whether a callback given as a full URL (or as a request target, ``/path?...``)
+    is at ``redirect_uri``: same scheme, host, port and path.  A bare query
+    string names no place, and passes."""
+    target = url.split("#", 1)[0]
+    if "?" in target:
+        target = target.split("?", 1)[0]
+    elif "://" not in target and not target.startswith("/"):
+        return True  # a bare query string
+    if not target:
+        return True
+    expected = urlsplit(redirect_uri)
+    if target.startswith("/") and not target.startswith("//"):
+        return target == (expected.path or "/")
+    try:
+        parts = urlsplit(target)
+        port = parts.port
+    except ValueError:
+        return False
+    scheme = parts.scheme.lower()
+    if scheme != expected.scheme.lower() or "@" in parts.netloc:
+        return False
+    default = 443 if scheme == "https" else 80
+    return (
+        parts.hostname == expected.hostname
+        and (port or default) == (expected.port or default)
+        and (parts.path or "/") == (expected.path or "/")
+    )
 
 
 def _callback_params(url: str) -> dict[str, list[str]]:
