@@ -59,8 +59,14 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
 #: Characters a Location value may hold: visible ASCII less the backslash.
 _LOCATION_CHARS = re.compile(r"[\x21-\x5b\x5d-\x7e]+")
 MAX_LOCATION_LENGTH = 2048
-#: (api_base, path) -> validated path: saves the checks on every call.
+#: (api_base, path) -> validated path: saves the checks on every call.  Only
+#: paths up to _MEMO_PATH_LENGTH characters are kept, at most _MEMO_ENTRIES of
+#: them, so the memo stays under a megabyte whatever paths a program sends
+#: (a program calls a handful of resources; a long path is rare and cheap to
+#: check compared with sending it).
 _PATHS: dict[tuple[str, str], str] = {}
+_MEMO_PATH_LENGTH = 256
+_MEMO_ENTRIES = 1024
 
 
 class RedirectKind(Enum):
@@ -307,9 +313,10 @@ class Account(Record):
         full = _PATHS.get(key)
         if full is None:
             full = self._resource_path(path)
-            if len(_PATHS) >= 1024:  # a bounded memo: programs call a handful of resources
-                _PATHS.clear()
-            _PATHS[key] = full
+            if len(path) <= _MEMO_PATH_LENGTH:
+                if len(_PATHS) >= _MEMO_ENTRIES:
+                    _PATHS.clear()
+                _PATHS[key] = full
         if params:
             full += "?" + encode_params(params, "params")
         return full

@@ -262,3 +262,26 @@ def test_oversized_400_body_is_not_parsed_as_a_token_rejection() -> None:
     assert len(done) == 1
     assert isinstance(done[0], Deliver)
     assert done[0].status == 400
+
+
+def test_the_path_memo_stays_small_whatever_paths_are_sent() -> None:
+    """1,024 calls with 100 KB paths once kept 205 MB alive in the memo."""
+    account = Account.parse("acme")
+    for index in range(1024):
+        long_path = f"item/{index}/" + "x" * 100_000
+        assert account.api_path(long_path) == "/api/3.0/" + long_path
+        held = sum(len(base) + len(path) + len(full) for (base, path), full in _PATHS.items())
+        assert held < 1_000_000
+    for index in range(2048):
+        assert account.api_path(f"item/{index}") == f"/api/3.0/item/{index}"
+        assert len(_PATHS) <= 1024
+    held = sum(len(base) + len(path) + len(full) for (base, path), full in _PATHS.items())
+    assert held < 1_000_000
+
+
+def test_a_long_path_is_still_checked_every_time() -> None:
+    account = Account.parse("acme")
+    long_path = "item/" + "x" * 1000
+    assert account.api_path(long_path) == "/api/3.0/" + long_path
+    with pytest.raises(InvalidInput):
+        account.api_path(long_path + "/../secret")
