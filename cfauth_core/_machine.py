@@ -385,7 +385,13 @@ class Machine:
                 f"{type(event).__name__} is not accepted in state {self._state.value}"
                 + _HINTS.get(type(event), "")
             )
-        return handler(self, event)
+        try:
+            return handler(self, event)
+        except CfauthError as error:
+            # Raised without the frames below this one: their locals hold what
+            # the machine knows (the callback's code, the scrubbing secrets),
+            # and error reporters upload frame locals.
+            raise error.with_traceback(None)  # noqa: B904 - the same error, not a new one
 
     # -- helpers --------------------------------------------------------------
 

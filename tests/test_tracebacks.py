@@ -268,3 +268,18 @@ def test_the_scan_finds_secrets_in_a_raised_errors_locals() -> None:
     with pytest.raises(ValueError, match="boom") as caught:
         build()
     assert CLIENT_SECRET in rendered(caught.value)
+
+
+def test_an_error_raised_by_handle_carries_none_of_the_core_frames() -> None:
+    """A callback for another login is refused with StateMismatch; the frames
+    that parsed it held its code."""
+    m = Machine(Account.parse("acme"), APP)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    callback = f"https://app.example/cb?code={quote_plus(CODE)}&state=" + "t" * 30
+    with pytest.raises(CfauthError) as caught:
+        m.handle(CallbackReceived(now=NOW, url=callback))
+    frames = [frame for frame, _ in traceback.walk_tb(caught.value.__traceback__)]
+    # The caller's own frame, then Machine.handle, and none of the core's below it.
+    assert [f.f_code.co_name for f in frames][1:] == ["handle"]
+    shown = repr(frames[-1].f_locals)
+    assert not [s for s in SECRETS if s in shown]

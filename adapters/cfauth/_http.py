@@ -116,12 +116,22 @@ def check_api_response(response: Response, scrub: Callable[[str], str] = _printa
     ``scrub`` makes the server's text fit for the error's message (the
     clients pass their driver's, which hides every secret the machine knows).
     """
+    # Built in a helper: its frame, which holds the raw body, is gone by the
+    # time the error is raised (error reporters upload the locals of every
+    # frame in a traceback).
+    error = _api_error(response, scrub)
+    if error is not None:
+        raise error
+    return response
+
+
+def _api_error(response: Response, scrub: Callable[[str], str]) -> ApiError | None:
     payload: Any = None
     try:
         payload = response.json()
     except ValueError:
         if 200 <= response.status < 300:
-            return response
+            return None
     details: dict[str, Any] = {}
     if isinstance(payload, dict):
         error = payload.get("error")
@@ -133,9 +143,9 @@ def check_api_response(response: Response, scrub: Callable[[str], str] = _printa
         elif isinstance(request, dict) and request.get("status", "OK") != "OK":
             details = request
         elif 200 <= response.status < 300:
-            return response
+            return None
     elif 200 <= response.status < 300:
-        return response
+        return None
     details = {
         (scrub(key) if isinstance(key, str) else key): scrub(value)
         if isinstance(value, str)
@@ -143,7 +153,7 @@ def check_api_response(response: Response, scrub: Callable[[str], str] = _printa
         for key, value in details.items()
     }
     summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if isinstance(v, (str, int)))
-    raise ApiError(
+    return ApiError(
         f"Checkfront answered HTTP {response.status} for {response.url}"
         + (f": {summary[:300]}" if summary else "")
         + "; see .error for the details",

@@ -177,13 +177,13 @@ class Driver:
         to; block until the code is exchanged and the tokens stored.  Raises
         the error the login failed with."""
         work: _Work = deque()
+        event = CallbackReceived(now=self._clock(), url=callback, redirected_at=redirected_at)
+        # The URL holds the code: keep it out of this frame's locals, which
+        # error reporters upload with the traceback of a failed login.
+        del callback
         with self._lock:
             self._login = None
-            self._handle(
-                CallbackReceived(now=self._clock(), url=callback, redirected_at=redirected_at),
-                None,
-                work,
-            )
+            self._handle(event, None, work)
         self._execute(work, None)
         with self._lock:
             result, self._login = self._login, None

@@ -255,12 +255,12 @@ class Driver:
         to; return when the code is exchanged and the tokens stored.  Raises
         the error the login failed with."""
         work: _Work = deque()
+        event = CallbackReceived(now=self._clock(), url=callback, redirected_at=redirected_at)
+        # The URL holds the code: keep it out of this frame's locals, which
+        # error reporters upload with the traceback of a failed login.
+        del callback
         self._login = None
-        self._handle(
-            CallbackReceived(now=self._clock(), url=callback, redirected_at=redirected_at),
-            None,
-            work,
-        )
+        self._handle(event, None, work)
         await self._execute(work, None)
         result, self._login = self._login, None
         if isinstance(result, AuthorizationFailed):
