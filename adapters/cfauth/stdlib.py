@@ -82,7 +82,7 @@ from urllib.parse import urlsplit
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
 from ._http import Response, TransportFailure, parse_resolve
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore
 from .sync import Client, build_client
 
 __all__ = ["HttpClientTransport", "client"]
@@ -754,7 +754,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,

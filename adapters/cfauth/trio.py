@@ -85,7 +85,6 @@ from cfauth_core import (
     Account,
     AccountMoved,
     Action,
-    ApiKey,
     AuthorizationFailed,
     AuthorizationLost,
     AuthorizationRequested,
@@ -126,7 +125,7 @@ from ._http import (
     failure_reason,
     parse_resolve,
 )
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore, open_grant
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
 
@@ -337,6 +336,8 @@ class Driver:
                 )
                 if self._on_account_moved is not None:
                     self._on_account_moved(action.old_origin, action.new_origin)
+                if self._store is not None:  # persisted in a worker thread, before what follows
+                    work.append(action)
             elif kind is Authorized or kind is AuthorizationFailed:
                 self._login = action  # type: ignore[assignment]
             elif kind is AuthorizeAt:
@@ -420,10 +421,20 @@ class Driver:
             except Exception as error:
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
             return TokensLoaded(now=self._clock(), tokens=tokens)
+        if isinstance(action, AccountMoved):
+            await self._save_origin(action.new_origin)
+            return None
         assert isinstance(action, ReleaseLease)
         if self._store is not None:
             await trio.to_thread.run_sync(self._store.release_lease)
         return None
+
+    async def _save_origin(self, origin: str) -> None:
+        assert self._store is not None
+        try:
+            await trio.to_thread.run_sync(self._store.save_origin, origin)
+        except Exception as error:  # the machine uses the new origin anyway
+            log.error("cfauth: the store failed to save the new origin: %s", failure_reason(error))
 
     async def _abandon(self, current: Action | None, work: _Work, owner: int | None) -> None:
         """This task was cancelled (or interrupted): report what it will not do,
@@ -444,6 +455,8 @@ class Driver:
                     self._handle(LeaseFailed(now=now, reason="cancelled"), owner, pending)
                 elif isinstance(action, ReleaseLease) and self._store is not None:
                     await trio.to_thread.run_sync(self._store.release_lease)
+                elif isinstance(action, AccountMoved):
+                    await self._save_origin(action.new_origin)
             if owner is not None:
                 self._handle(CallCancelled(now=self._clock(), call_id=owner), owner, pending)
                 self._outcomes.pop(owner, None)
@@ -522,7 +535,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,
@@ -541,10 +554,7 @@ def client(
     loaded from ``store`` (this blocks briefly: call it before the event loop
     is busy, or pass ``tokens``).  Use it as ``async with client(...) as c:``.
     """
-    if isinstance(account, str):
-        account = Account.parse(account)
-    if tokens is None and store is not None and not isinstance(credential, ApiKey):
-        tokens = store.load()
+    account, store, tokens = open_grant(account, credential, store, tokens)
     machine = Machine(account, credential, tokens, config=config)
     transport = H11Transport(
         ssl_context=ssl_context,

@@ -65,7 +65,7 @@ from .stdlib import (
     _Target,
     _tls_context,
 )
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore
 from .sync import Client, build_client
 
 __all__ = ["Urllib3Transport", "client"]
@@ -298,7 +298,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,

@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from cfauth import ApiError, Response
-from cfauth.stores import MemoryStore
+from cfauth.stores import MemoryGrant
 from cfauth.trio import Client, Driver
 from cfauth_core import (
     Account,
@@ -61,8 +61,8 @@ def ok(request: Request) -> Response:
     return Response(200, [("Content-Type", "application/json")], body.encode())
 
 
-class RecordingStore(MemoryStore):
-    """A MemoryStore that records what happened to it, in order, in ``log``."""
+class RecordingStore(MemoryGrant):
+    """A MemoryGrant that records what happened to it, in order, in ``log``."""
 
     def __init__(self, tokens: TokenSet | None, log: list[str]) -> None:
         super().__init__(tokens)
@@ -73,8 +73,8 @@ class RecordingStore(MemoryStore):
         super().save(tokens)
         self.log.append(f"save {tokens.access_token}")
 
-    def acquire_lease(self) -> None:
-        super().acquire_lease()
+    def acquire_lease(self, timeout: float | None = None) -> None:
+        super().acquire_lease(timeout)
         self.lease_held = True
         self.log.append("lease")
 
@@ -111,7 +111,7 @@ def run(main: Callable[[], Awaitable[None]], clock: trio.abc.Clock | None = None
 
 
 def oauth_driver(
-    handler: Handler, store: MemoryStore, tokens: TokenSet | None = None
+    handler: Handler, store: MemoryGrant, tokens: TokenSet | None = None
 ) -> tuple[Driver, FakeTransport]:
     transport = FakeTransport(handler)
     machine = Machine(ACCOUNT, APP, expired_tokens() if tokens is None else tokens)
@@ -484,7 +484,7 @@ def test_client_headers_checks_and_close() -> None:
 
 
 def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> None:
-    class FlakyStore(MemoryStore):
+    class FlakyStore(MemoryGrant):
         def __init__(self, tokens: TokenSet) -> None:
             super().__init__(tokens)
             self.fail_saves = 1
