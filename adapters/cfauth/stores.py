@@ -308,13 +308,15 @@ class GrantRecord:
             raise corrupt("has no usable origin (an http(s) URL without a path)")
         assert isinstance(origin, str)
         credential = data.get("credential")
-        if credential not in CREDENTIAL_KINDS:
+        if not isinstance(credential, str) or credential not in CREDENTIAL_KINDS:
             raise corrupt(f"has an unknown credential kind {credential!r}")
         updated_at = data.get("updated_at")
         if not _is_time(updated_at):
             raise corrupt("has no valid updated_at")
         client_auth = data.get("client_auth")
-        if client_auth is not None and client_auth not in CLIENT_AUTH_FORMS:
+        if client_auth is not None and (
+            not isinstance(client_auth, str) or client_auth not in CLIENT_AUTH_FORMS
+        ):
             raise corrupt(f"has an unknown client_auth {client_auth!r}")
         raw_tokens = data.get("tokens")
         tokens = None
@@ -529,7 +531,7 @@ class Grant:
         origin: str | None = None,
         credential: str = "oauth2",
     ) -> None:
-        if credential not in CREDENTIAL_KINDS:
+        if not isinstance(credential, str) or credential not in CREDENTIAL_KINDS:
             raise StoreError(
                 f"credential must be one of {sorted(CREDENTIAL_KINDS)}, got {credential!r}",
                 store=store.describe(),
@@ -723,6 +725,8 @@ class _LockFile:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.users = 0
+        self.key_locks = _KeyLocks()  # shared by every FileStore of this file
+        self.write_guard = threading.Lock()
 
     @classmethod
     def open(cls, path: str) -> _LockFile:
@@ -793,7 +797,8 @@ class FileStore(GrantStore):
         if os.path.exists(self.path):
             _private_file(self.path, self.describe())
         self._lockfile = _LockFile.open(self.path + ".lock")
-        self._write_guard = threading.Lock()
+        self._key_locks = self._lockfile.key_locks
+        self._write_guard = self._lockfile.write_guard
         self._closed = False
 
     def describe(self) -> str:
@@ -843,7 +848,7 @@ class FileStore(GrantStore):
                 raise corrupt(
                     "holds a grant without a valid account, client_id and grant"
                 ) from None
-            records[item_key] = item
+            records[item_key] = item.get("record")
         return records
 
     def load(self, key: GrantKey) -> GrantRecord | None:
@@ -863,7 +868,13 @@ class FileStore(GrantStore):
                 self._lockfile.unlock(_WRITE_SLOT)
 
     def _write(self, records: Mapping[GrantKey, object]) -> None:
-        data = {"cfauth_grants": _FILE_FORMAT, "grants": [records[k] for k in sorted(records)]}
+        data = {
+            "cfauth_grants": _FILE_FORMAT,
+            "grants": [
+                {"account": k.account, "client_id": k.client_id, "grant": k.grant, "record": v}
+                for k, v in sorted(records.items())
+            ],
+        }
         body = json.dumps(data, indent=1, sort_keys=True).encode()
         temporary = self.path + ".tmp"
         with suppress(FileNotFoundError):
@@ -1018,6 +1029,13 @@ class SqliteStore(GrantStore):
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         try:
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            if exists:  # the usual case: read, without waiting for a lease holder
+                (current,) = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+                if current == SCHEMA_VERSION:
+                    return
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             (current,) = conn.execute(
@@ -1252,6 +1270,13 @@ class PostgresStore(GrantStore):
         try:
             self._pool.open(wait=True, timeout=lease_timeout)
             self._migrate()
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            raise StoreError(
+                f"{self.describe()}: no connection within {lease_timeout:g} s; check that the "
+                "server is up and the URL (host, port, user, database) is right",
+                store=self.describe(),
+            ) from None
         except BaseException:
             self._pool.close()
             raise
