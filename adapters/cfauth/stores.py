@@ -50,6 +50,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from typing_extensions import Self
+
 from cfauth_core import Account, CfauthError, Credential, InvalidTokenRecord, OAuth2App, TokenSet
 
 if TYPE_CHECKING:
@@ -510,7 +512,7 @@ class GrantStore:
     def close(self) -> None:
         """Release connections and files.  The store cannot be used afterwards."""
 
-    def __enter__(self) -> GrantStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
