@@ -21,7 +21,7 @@ from typing import Any
 
 from cfauth import Response
 from cfauth.stdlib import HttpClientTransport
-from cfauth.stores import FileStore, GrantKey, SqliteStore, open_grant, open_store
+from cfauth.stores import FileStore, GrantKey, GrantStore, SqliteStore, open_grant, open_store
 from cfauth.sync import Driver
 from cfauth_core import CfauthError, Machine, OAuth2App, Request
 from tests.stores.shared import FileClock
@@ -35,6 +35,20 @@ def die() -> None:
 def die_now() -> int:
     die()
     return 0
+
+
+def count_operations(store: GrantStore) -> list[int]:
+    """Count the store operations from now on (load, write, lease, release)."""
+    counter = [0]
+    for name in ("load", "_update", "acquire_lease", "release_lease"):
+        method = getattr(store, name)
+
+        def counted(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            counter[0] += 1
+            return _method(*args, **kwargs)
+
+        setattr(store, name, counted)
+    return counter
 
 
 def main() -> int:
@@ -71,6 +85,7 @@ def main() -> int:
         if order % 2:
             keys.reverse()
         drivers = [driver_for(key) for key in keys]
+        operations = count_operations(store)
         print("ready", file=out, flush=True)
         sys.stdin.readline()
         errors = 0
@@ -79,7 +94,7 @@ def main() -> int:
                 driver.tick()
             except CfauthError:
                 errors += 1
-        print(f"done {errors} {len(drivers)}", file=out, flush=True)
+        print(f"done {errors} {len(drivers)} {operations[0]}", file=out, flush=True)
         return 0
     assert mode == "crash"
     point = sys.argv[3]
