@@ -13,15 +13,17 @@ that module first.  What differs, and why:
   driver's lock buys.  Every place the sync driver writes ``with self._lock:``
   is, here, simply code without an ``await``.
 
-* **Store is executed inline, synchronously, in the event loop.**  No task can
-  send with new tokens before they are persisted, because no other task runs
-  until ``store.save`` returned.  The alternative (a ``trio.Lock`` around the
-  machine, held while the save runs in a worker thread) would turn every entry
-  into the machine into a checkpoint, i.e. a place where cancellation can strike
-  between performing an action and reporting its outcome; each would need a
-  shield.  The price of the inline save is that the event loop is blocked for
-  one save per refresh (a few milliseconds for a file or SQLite store, about once
-  every four hours).
+* **Store I/O runs in worker threads, and every Send waits for it.**  Saving
+  new tokens may take a database round trip, so ``store.save`` runs in
+  ``trio.to_thread.run_sync``, executed by the task whose event produced the
+  ``Store`` (in list order: before the ``ReleaseLease`` that follows it).  The
+  machine emits ``Store`` before any ``Send`` that uses the new tokens, and the
+  driver marks a save as pending while routing it, with no checkpoint in
+  between; every ``Send`` waits, just before it goes out, until no save is
+  pending.  So no request carries tokens that are not yet persisted, and the
+  event loop never blocks on the store.  The save itself is shielded from
+  cancellation (the thread cannot be stopped anyway), so a pending save always
+  ends and never strands the waiting Sends.
 
 * **The lease runs in worker threads.**  ``acquire_lease`` may block for as long
   as another process holds the lease, and ``load``/``release_lease`` may touch
@@ -186,6 +188,9 @@ class Driver:
         self._login: Authorized | AuthorizationFailed | None = None
         self._authorize_url: str | None = None
         self._unsaved: TokenSet | None = None  # tokens the store failed to save
+        self._pending_saves = 0  # Store actions routed but not yet saved
+        self._saved = trio.Event()  # set when no save is pending
+        self._saved.set()
         self._closed = False
 
     # -- public API -----------------------------------------------------------
@@ -325,7 +330,15 @@ class Driver:
                 self._outcomes[call_id] = action  # type: ignore[assignment]
                 self._wake(call_id)
             elif kind is Store:
-                self._save(action)  # type: ignore[arg-type]
+                log.debug(
+                    "cfauth: storing new tokens (expiring at %s)",
+                    action.tokens.expires_at,  # type: ignore[attr-defined]
+                )
+                if self._store is not None:  # saved in a worker thread; Sends wait for it
+                    if self._pending_saves == 0:
+                        self._saved = trio.Event()
+                    self._pending_saves += 1
+                    work.append(action)
             elif kind is RefreshDue or kind is ReleaseLease:
                 log.debug("cfauth: %r", action)
                 work.append(action)
@@ -350,29 +363,43 @@ class Driver:
         if wakeup is not None:
             wakeup.set()
 
-    def _save(self, action: Store) -> None:
-        # Inline, blocking the event loop: see "Store is executed inline" above.
-        log.debug("cfauth: storing new tokens (expiring at %s)", action.tokens.expires_at)
-        if self._store is not None:
-            try:
-                self._store.save(action.tokens)
-                self._unsaved = None
-            except Exception as error:
-                # The machine already uses the new tokens (the old refresh token
-                # is rotated away), so they are kept in memory and saved again
-                # before the next refresh reads the store; stopping here would
-                # leave the lease held and the waiting calls stranded.
-                self._unsaved = action.tokens
-                log.error(  # no traceback: it may quote the record
-                    "cfauth: the new tokens could not be stored (%s); they are used from "
-                    "memory, log in again after a restart if the store stays broken",
-                    failure_reason(error),
-                )
+    async def _save(self, action: Store) -> None:
+        """Save new tokens in a worker thread, then let the waiting Sends go."""
+        assert self._store is not None
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._store.save, action.tokens)
+            self._unsaved = None
+        except Exception as error:
+            # The machine already uses the new tokens (the old refresh token
+            # is rotated away), so they are kept in memory and saved again
+            # before the next refresh reads the store; stopping here would
+            # leave the lease held and the waiting calls stranded.
+            self._unsaved = action.tokens
+            log.error(  # no traceback: it may quote the record
+                "cfauth: the new tokens could not be stored (%s); they are used from "
+                "memory, log in again after a restart if the store stays broken",
+                failure_reason(error),
+            )
+        finally:
+            self._pending_saves -= 1
+            if self._pending_saves == 0:
+                self._saved.set()
 
     async def _execute(self, work: _Work, owner: int | None) -> None:
         """Execute ``work`` in order, feeding back the results."""
         while work:
             action = work.popleft()
+            if self._pending_saves and type(action) is Send:
+                # A Send waits for pending saves; one queued behind it in this
+                # very task would never run, so it goes first (saving earlier
+                # is always allowed).
+                for index, queued in enumerate(work):
+                    if type(queued) is Store:
+                        del work[index]
+                        work.appendleft(action)
+                        action = queued
+                        break
             try:
                 event = await self._perform(action)
             except BaseException:
@@ -384,6 +411,8 @@ class Driver:
     async def _perform(self, action: Action) -> Event | None:
         """Do one piece of I/O; return the event that reports it."""
         if isinstance(action, Send):
+            if self._pending_saves:  # persisted before used: see "Store I/O" above
+                await self._saved.wait()
             request = action.request
             log.debug("cfauth: sending %s %s (%s)", request.method, request.url, action.purpose)
             try:
@@ -424,6 +453,9 @@ class Driver:
         if isinstance(action, AccountMoved):
             await self._save_origin(action.new_origin)
             return None
+        if isinstance(action, Store):
+            await self._save(action)
+            return None
         assert isinstance(action, ReleaseLease)
         if self._store is not None:
             await trio.to_thread.run_sync(self._store.release_lease)
@@ -457,6 +489,8 @@ class Driver:
                     await trio.to_thread.run_sync(self._store.release_lease)
                 elif isinstance(action, AccountMoved):
                     await self._save_origin(action.new_origin)
+                elif isinstance(action, Store):
+                    await self._save(action)
             if owner is not None:
                 self._handle(CallCancelled(now=self._clock(), call_id=owner), owner, pending)
                 self._outcomes.pop(owner, None)

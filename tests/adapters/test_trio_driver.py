@@ -524,3 +524,60 @@ def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> N
         assert store.load() == machine.tokens
 
     run(main)
+
+
+def test_the_save_runs_off_the_event_loop_and_every_send_waits_for_it() -> None:
+    import threading
+
+    class SlowStore(RecordingStore):
+        """A save that blocks its thread until the test lets it finish."""
+
+        def __init__(self) -> None:
+            super().__init__(expired_tokens(), [])
+            self.started = threading.Event()
+            self.finish = threading.Event()
+            self.threads: list[threading.Thread] = []
+
+        def save(self, tokens: TokenSet) -> None:
+            self.threads.append(threading.current_thread())
+            self.started.set()
+            assert self.finish.wait(10), "the event loop was blocked by the save"
+            super().save(tokens)
+
+    async def main() -> None:
+        store = SlowStore()
+
+        async def handler(request: Request) -> Response:
+            if request.url == TOKEN_URL:
+                return token_response(1)
+            stored = store.load()
+            assert stored is not None
+            assert header(request, "Authorization") == f"Bearer {stored.access_token}"
+            return ok(request)
+
+        driver, transport = oauth_driver(handler, store)
+        results: list[Response] = []
+
+        async def one() -> None:
+            results.append(await driver.request("GET", "booking/index"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(one)
+            await trio.to_thread.run_sync(store.started.wait)
+            # The save is blocked in its thread, yet the loop runs: every task
+            # is parked, and nothing went out with the unsaved tokens.
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.api() == []
+            async with trio.open_nursery() as late:  # a new call waits as well
+                late.start_soon(one)
+                await trio.testing.wait_all_tasks_blocked()
+                assert transport.api() == []
+                store.finish.set()
+        assert len(results) == 21
+        assert all(r.json()["auth"] == "Bearer AT-1" for r in results)
+        assert len(transport.to(TOKEN_URL)) == 1
+        assert store.threads
+        assert threading.main_thread() not in store.threads
+
+    run(main)
