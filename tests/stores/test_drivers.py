@@ -11,7 +11,7 @@ import pytest
 from cfauth.sandbox import Sandbox
 from cfauth.stdlib import client
 from cfauth.stores import MemoryStore
-from cfauth_core import OAuth2App, TokenSet, UntrustedRedirect
+from cfauth_core import OAuth2App, RefreshFailed, TokenSet, UntrustedRedirect
 from tests.e2e.harness import KINDS, Harness, RecordingStore
 
 from .shared import issue
@@ -108,3 +108,26 @@ def test_a_stored_origin_credentials_may_not_follow_is_refused(sandbox: Sandbox)
     with pytest.raises(UntrustedRedirect, match=r"evil\.example"):
         client("acme", credential, store=store, resolve=sandbox.resolve)
     assert sandbox.requests == []
+
+
+def test_a_lease_that_stays_taken_fails_the_call_with_the_timeout_and_frees_it(
+    sandbox: Sandbox,
+) -> None:
+    store = MemoryStore(lease_timeout=0.1)
+    credential = app(sandbox)
+    grant = store.grant("acme", credential.client_id)
+    grant.save(issue(sandbox))
+    sandbox.clock.advance(14001)
+    with client(
+        "acme", credential, store=store, ssl_context=sandbox.ssl_context(), resolve=sandbox.resolve
+    ) as api:
+        api.driver._clock = sandbox.clock.now
+        grant.acquire_lease()  # another worker is refreshing, and hangs
+        with pytest.raises(RefreshFailed, match="LeaseTimeout") as caught:
+            api.get("booking/index")
+        assert "was not free within 0.1 s" in str(caught.value)
+        assert caught.value.retryable
+        assert sandbox.requests == []
+        grant.release_lease()
+        assert api.get("booking/index").status == 200  # the next call refreshes
+    assert [r.grant_type for r in sandbox.requests] == ["refresh_token", None]
