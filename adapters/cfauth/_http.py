@@ -1,10 +1,10 @@
 """What the adapters share: the response type, the transport protocol, API
-errors and the ``resolve`` override."""
+errors."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cfauth_core import CfauthError, Request
@@ -17,7 +17,6 @@ __all__ = [
     "call_headers",
     "check_api_response",
     "failure_reason",
-    "parse_resolve",
 ]
 
 
@@ -135,23 +134,3 @@ def check_api_response(response: Response) -> Response:
         error=details,
         response=response,
     )
-
-
-def parse_resolve(resolve: Mapping[str, str] | None) -> dict[tuple[str, int], tuple[str, int]]:
-    """``{"acme.checkfront.com:443": "127.0.0.1:8443"}`` -> ``{(host, port): (addr, port)}``.
-
-    Like curl's ``--resolve``: the connection goes to the address, while the
-    host name is kept for SNI, the certificate check and the ``Host`` header.
-    """
-    result: dict[tuple[str, int], tuple[str, int]] = {}
-    for key, value in (resolve or {}).items():
-        try:
-            host, _, port = key.rpartition(":")
-            addr, _, addr_port = value.rpartition(":")
-            result[host.lower().strip("[]"), int(port)] = (addr.strip("[]"), int(addr_port))
-        except ValueError:
-            raise ValueError(
-                f"resolve: {key!r}: {value!r} is not 'host:port': 'address:port' "
-                "(e.g. {'acme.checkfront.com:443': '127.0.0.1:8443'})"
-            ) from None
-    return result

@@ -81,7 +81,8 @@ from urllib.parse import urlsplit
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure, parse_resolve
+from ._http import Response, TransportFailure
+from ._tls import check_options, parse_resolve, tls_context
 from .stores import TokenStore
 from .sync import Client, build_client
 
@@ -315,32 +316,6 @@ class _Prepare(Generic[H]):
                 origin.heads.clear()
             origin.heads[given] = entry
         return entry
-
-
-def _tls_context(ssl_context: ssl.SSLContext | None, ca_file: str | None) -> ssl.SSLContext:
-    """The context to verify servers with: the given one, or the default one
-    (with ``ca_file`` as the trusted CAs instead of the system's, if given)."""
-    if ssl_context is not None and ca_file is not None:
-        raise ValueError(
-            "pass ssl_context or ca_file, not both (load the CA file into your context "
-            "with ssl_context.load_verify_locations(ca_file))"
-        )
-    if ssl_context is None:
-        return ssl.create_default_context(cafile=ca_file)
-    if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
-        raise ValueError(
-            "ssl_context must verify certificates and host names (verify_mode=CERT_REQUIRED, "
-            "check_hostname=True); to trust a private CA, pass ca_file or load it into a "
-            "context made with ssl.create_default_context()"
-        )
-    return ssl_context
-
-
-def _check_options(connect_timeout: float, read_timeout: float, pool_size: int) -> None:
-    if not connect_timeout > 0 or not read_timeout > 0:
-        raise ValueError("connect_timeout and read_timeout must be positive numbers of seconds")
-    if pool_size < 0:
-        raise ValueError("the pool size must be 0 or more")
 
 
 def _describe(error: BaseException) -> str:
@@ -598,8 +573,10 @@ class HttpClientTransport:
         resolve: Mapping[str, str] | None = None,
         max_idle_per_origin: int = 4,
     ) -> None:
-        _check_options(connect_timeout, read_timeout, max_idle_per_origin)
-        self._ssl_context = _tls_context(ssl_context, ca_file)
+        check_options(
+            connect_timeout, read_timeout, max_idle_per_origin, pool="max_idle_per_origin", least=0
+        )
+        self._ssl_context = tls_context(ssl_context, ca_file)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._resolve = parse_resolve(resolve)

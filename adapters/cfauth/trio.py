@@ -124,8 +124,8 @@ from ._http import (
     call_headers,
     check_api_response,
     failure_reason,
-    parse_resolve,
 )
+from ._tls import check_options, parse_resolve, tls_context
 from .stores import TokenStore
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
@@ -740,7 +740,8 @@ class H11Transport:
     Sends each request exactly as given: no redirects, no retries (except one
     resend on a fresh connection when a kept-alive one was found closed before
     any answer).  TLS is verified against the system's CAs by default, or
-    ``ca_file``, or ``ssl_context`` as given.  ``resolve`` maps
+    ``ca_file``, or ``ssl_context`` (which must verify certificates and host
+    names over TLS 1.2 or later, or it is refused: see :mod:`cfauth._tls`).  ``resolve`` maps
     ``"host:port"`` to the ``"address:port"`` to connect to instead, like
     curl's ``--resolve``: SNI, the certificate check and ``Host`` keep the real
     name.  ``connect_timeout`` bounds connecting and the TLS handshake;
@@ -759,14 +760,14 @@ class H11Transport:
         resolve: Mapping[str, str] | None = None,
         max_connections_per_origin: int = 10,
     ) -> None:
-        if ssl_context is not None and ca_file is not None:
-            raise ValueError("pass ssl_context or ca_file, not both (load the CA into the context)")
-        if max_connections_per_origin < 1:
-            raise ValueError("max_connections_per_origin: pass 1 or more")
-        if ssl_context is None:
-            ssl_context = ssl.create_default_context(cafile=ca_file)
-            ssl_context.set_alpn_protocols(["http/1.1"])
-        self._ssl_context = ssl_context
+        check_options(
+            connect_timeout,
+            read_timeout,
+            max_connections_per_origin,
+            pool="max_connections_per_origin",
+            least=1,
+        )
+        self._ssl_context = tls_context(ssl_context, ca_file, alpn=["http/1.1"])
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._resolve = parse_resolve(resolve)

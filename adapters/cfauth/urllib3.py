@@ -53,9 +53,9 @@ from urllib3.util import SKIP_HEADER, Retry
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure, parse_resolve
+from ._http import Response, TransportFailure
+from ._tls import check_options, parse_resolve, tls_context
 from .stdlib import (
-    _check_options,
     _describe,
     _failure,
     _FirstByteResponse,
@@ -63,7 +63,6 @@ from .stdlib import (
     _OriginKey,
     _Prepare,
     _Target,
-    _tls_context,
 )
 from .stores import TokenStore
 from .sync import Client, build_client
@@ -189,7 +188,7 @@ class Urllib3Transport:
         resolve: Mapping[str, str] | None = None,
         pool_maxsize: int = 10,
     ) -> None:
-        _check_options(connect_timeout, read_timeout, pool_maxsize)
+        check_options(connect_timeout, read_timeout, pool_maxsize, pool="pool_maxsize", least=1)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._resolve = parse_resolve(resolve)
@@ -200,7 +199,7 @@ class Urllib3Transport:
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             cert_reqs="CERT_REQUIRED",
-            ssl_context=_tls_context(ssl_context, ca_file),
+            ssl_context=tls_context(ssl_context, ca_file),
         )
         self._manager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self._prepare: _Prepare[_Headers] = _Prepare(self._resolve, _build_headers)

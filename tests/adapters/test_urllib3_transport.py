@@ -53,7 +53,7 @@ def test_more_threads_than_the_pool_holds_do_not_block(
 
 
 def test_negative_pool_maxsize_is_refused() -> None:
-    with pytest.raises(ValueError, match="pool size"):
+    with pytest.raises(ValueError, match="pool_maxsize=-1"):
         Urllib3Transport(pool_maxsize=-1)
 
 
