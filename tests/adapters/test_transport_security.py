@@ -9,16 +9,21 @@ server must see nothing.
 
 from __future__ import annotations
 
+import re
 import ssl
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cfauth import TransportFailure, stdlib
 from cfauth import trio as cftrio
+from cfauth._tls import _ca_file_problem, parse_resolve
 from cfauth_core import ApiKey, CfauthError, InsecureTransport, InvalidInput, Request
 
 from .test_stdlib_transport import BASIC, HOST, KEY, SECRET, Pki, Server, pki, server
@@ -205,3 +210,145 @@ def test_errors_are_cfauth_errors_and_value_errors() -> None:
     assert issubclass(InsecureTransport, ValueError)
     assert issubclass(InvalidInput, ValueError)
     assert not issubclass(InvalidInput, TransportFailure)
+
+
+# -- options: every mistake is a CfauthError naming the value and the fix -------------
+
+
+def _bad_ca_files(tmp: Path) -> dict[str, tuple[object, str]]:
+    garbage = tmp / "garbage.pem"
+    garbage.write_text("this is not a certificate\n")
+    empty = tmp / "empty.pem"
+    empty.write_text("")
+    return {
+        "missing": (str(tmp / "missing-ca.pem"), "does not exist"),
+        "missing, as a Path": (tmp / "missing-ca.pem", "does not exist"),
+        "a directory": (str(tmp), "is a directory"),
+        "not PEM": (str(garbage), "holds no usable PEM certificate"),
+        "empty": (str(empty), "holds no usable PEM certificate"),
+        "not a path": (443, "expected the path of a PEM file, got int"),
+    }
+
+
+CA_FILE_CASES = ["missing", "missing, as a Path", "a directory", "not PEM", "empty", "not a path"]
+
+
+@pytest.mark.parametrize("case", CA_FILE_CASES)
+def test_an_unusable_ca_file_names_the_path_and_the_fix(
+    kind: str, case: str, tmp_path: Path, server: Server
+) -> None:
+    value, why = _bad_ca_files(tmp_path)[case]
+    with pytest.raises(InvalidInput) as refused:
+        build_and_send(kind, ping(), ca_file=value, resolve=server.resolve())
+    message = str(refused.value)
+    assert why in message
+    if isinstance(value, (str, Path)):
+        assert repr(str(value)) in message  # the path, as given
+        assert "PEM file" in message  # the fix
+    with pytest.raises(InvalidInput, match=re.escape(why)):
+        make_client(kind, ca_file=value)
+    assert nothing_reached(server)
+
+
+def test_an_unreadable_ca_file_says_so() -> None:
+    # (tests may run as root, for whom a chmod 000 file is readable)
+    message = _ca_file_problem("/etc/ca.pem", PermissionError(13, "Permission denied"))
+    assert message.startswith("ca_file '/etc/ca.pem' cannot be read (permission denied)")
+    assert "make it readable" in message
+
+
+def test_ssl_context_and_ca_file_together_are_refused(kind: str, pki: Pki) -> None:
+    with pytest.raises(InvalidInput, match="not both"):
+        build(kind, ssl_context=ssl.create_default_context(), ca_file=pki.ca_file)
+
+
+BAD_RESOLVES: dict[str, object] = {
+    "no port in the key": {HOST: "127.0.0.1:8443"},
+    "no port in the address": {f"{HOST}:443": "127.0.0.1"},
+    "a port that is not a number": {f"{HOST}:https": "127.0.0.1:8443"},
+    "port 0": {f"{HOST}:443": "127.0.0.1:0"},
+    "port 70000": {f"{HOST}:443": "127.0.0.1:70000"},
+    "a negative port": {f"{HOST}:443": "127.0.0.1:-1"},
+    "an unbracketed IPv6 address": {f"{HOST}:443": "::1:8443"},
+    "a path in the address": {f"{HOST}:443": "127.0.0.1:8443/x"},
+    "an empty host": {":443": "127.0.0.1:8443"},
+    "a number as the address": {f"{HOST}:443": 8443},
+    "a number as the key": {443: "127.0.0.1:8443"},
+    "a list instead of a mapping": [f"{HOST}:443:127.0.0.1:8443"],
+    "curl's one-string form": f"{HOST}:443:127.0.0.1",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RESOLVES))
+def test_a_malformed_resolve_names_the_entry_and_the_form(
+    kind: str, case: str, server: Server
+) -> None:
+    value = BAD_RESOLVES[case]
+    with pytest.raises(InvalidInput) as refused:
+        build_and_send(kind, ping(), resolve=value)
+    message = str(refused.value)
+    assert message.startswith("resolve: ")
+    assert "'acme.checkfront.com:443': '127.0.0.1:8443'" in message  # the form to use
+    with pytest.raises(InvalidInput, match=r"^resolve: "):
+        make_client(kind, resolve=value)
+    assert nothing_reached(server)
+
+
+@given(
+    st.one_of(
+        st.dictionaries(st.text(max_size=30), st.text(max_size=30), max_size=3),
+        st.dictionaries(
+            st.from_regex(r"[a-z0-9.\[\]:-]{0,20}:[0-9]{0,6}", fullmatch=True),
+            st.from_regex(r"[a-z0-9.\[\]:-]{0,20}:[0-9]{0,6}", fullmatch=True),
+            max_size=3,
+        ),
+    )
+)
+@settings(max_examples=300, derandomize=True)
+def test_resolve_parses_or_raises_invalid_input(resolve: dict[str, str]) -> None:
+    """Whatever the mapping holds, the outcome is a parsed table or a CfauthError."""
+    error: Exception | None = None
+    try:
+        parsed = parse_resolve(resolve)
+    except (InvalidInput, InsecureTransport) as refused:
+        error, parsed = refused, {}
+    assert error is None or str(error).startswith("resolve: ")
+    for (host, port), (addr, addr_port) in parsed.items():
+        assert host
+        assert addr
+        assert 0 < port < 65536
+        assert 0 < addr_port < 65536
+
+
+BAD_OPTIONS: dict[str, tuple[dict[str, object], str]] = {
+    "connect_timeout=0": ({"connect_timeout": 0}, "connect_timeout=0 is not a positive"),
+    "read_timeout=-1": ({"read_timeout": -1}, "read_timeout=-1 is not a positive"),
+    "read_timeout as text": ({"read_timeout": "30"}, "read_timeout='30' is not a positive"),
+    "connect_timeout=nan": ({"connect_timeout": float("nan")}, "connect_timeout=nan"),
+    "read_timeout=inf": ({"read_timeout": float("inf")}, "pass a finite number"),
+    "read_timeout=True": ({"read_timeout": True}, "read_timeout=True is not a positive"),
+    "read_timeout=None": ({"read_timeout": None}, "read_timeout=None is not a positive"),
+}
+POOL_OPTION = {
+    "stdlib": ("max_idle_per_origin", 0),
+    "urllib3": ("pool_maxsize", 1),
+    "trio": ("max_connections_per_origin", 1),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_timeouts_are_refused_naming_the_value(kind: str, case: str) -> None:
+    options, expected = BAD_OPTIONS[case]
+    with pytest.raises(InvalidInput, match=re.escape(expected)):
+        build(kind, **options)
+    with pytest.raises(InvalidInput, match=re.escape(expected)):
+        make_client(kind, **options)
+
+
+@pytest.mark.parametrize("offset", [-1, "text", 1.5, True])
+def test_bad_pool_sizes_are_refused_naming_the_option(kind: str, offset: object) -> None:
+    name, least = POOL_OPTION[kind]
+    value = least - 1 if offset == -1 else offset
+    with pytest.raises(InvalidInput, match=rf"^{name}={re.escape(repr(value))}: pass a whole"):
+        build(kind, **{name: value})
+    build(kind, **{name: least})  # the smallest allowed is accepted
