@@ -24,11 +24,21 @@ from hypothesis import strategies as st
 from cfauth import TransportFailure, stdlib
 from cfauth import trio as cftrio
 from cfauth._tls import _ca_file_problem, parse_resolve
-from cfauth_core import ApiKey, CfauthError, InsecureTransport, InvalidInput, Request
+from cfauth_core import Account, ApiKey, CfauthError, InsecureTransport, InvalidInput, Request
 
-from .test_stdlib_transport import BASIC, HOST, KEY, SECRET, Pki, Server, pki, server
+from .test_stdlib_transport import (
+    BASIC,
+    HOST,
+    KEY,
+    SECRET,
+    Pki,
+    Server,
+    pki,
+    plain_server,
+    server,
+)
 
-__all__ = ["pki", "server"]  # fixtures
+__all__ = ["pki", "plain_server", "server"]  # fixtures
 
 TRANSPORTS = ["stdlib", "urllib3", "trio"]
 
@@ -74,15 +84,15 @@ def build_and_send(kind: str, request: Request, **options: Any) -> Any:
     return build(kind, **options)(request)
 
 
-def make_client(kind: str, **options: Any) -> Any:
+def make_client(kind: str, account: Account | str = "acme", **options: Any) -> Any:
     """The ``client()`` factory of ``kind``, with a token pair."""
     if kind == "stdlib":
-        return stdlib.client("acme", ApiKey(KEY, SECRET), **options)
+        return stdlib.client(account, ApiKey(KEY, SECRET), **options)
     if kind == "urllib3":
         from cfauth.urllib3 import client
 
-        return client("acme", ApiKey(KEY, SECRET), **options)
-    return cftrio.client("acme", ApiKey(KEY, SECRET), **options)
+        return client(account, ApiKey(KEY, SECRET), **options)
+    return cftrio.client(account, ApiKey(KEY, SECRET), **options)
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -320,7 +330,7 @@ def test_resolve_parses_or_raises_invalid_input(resolve: dict[str, str]) -> None
         assert 0 < addr_port < 65536
 
 
-BAD_OPTIONS: dict[str, tuple[dict[str, object], str]] = {
+BAD_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
     "connect_timeout=0": ({"connect_timeout": 0}, "connect_timeout=0 is not a positive"),
     "read_timeout=-1": ({"read_timeout": -1}, "read_timeout=-1 is not a positive"),
     "read_timeout as text": ({"read_timeout": "30"}, "read_timeout='30' is not a positive"),
@@ -352,3 +362,63 @@ def test_bad_pool_sizes_are_refused_naming_the_option(kind: str, offset: object)
     with pytest.raises(InvalidInput, match=rf"^{name}={re.escape(repr(value))}: pass a whole"):
         build(kind, **{name: value})
     build(kind, **{name: least})  # the smallest allowed is accepted
+
+
+# -- resolve and plain http: loopback hosts stay on loopback ----------------------------
+
+LEAVING_LOOPBACK = [
+    {"127.0.0.1:8080": "10.0.0.5:8080"},
+    {"localhost:80": "192.0.2.1:80"},
+    {"LOCALHOST:80": "acme.checkfront.com:80"},
+    {"[::1]:8080": "[2001:db8::1]:8080"},
+    {"127.0.0.1:443": "203.0.113.7:443"},
+    {"acme.checkfront.com:443": "127.0.0.1:8443", "127.0.0.1:80": "198.51.100.1:80"},
+]
+STAYING_ON_LOOPBACK = [
+    {"127.0.0.1:8080": "127.0.0.1:50123"},
+    {"localhost:80": "127.0.0.2:8080"},
+    {"[::1]:8080": "[::1]:50123"},
+    {"127.0.0.1:8080": "localhost:50123"},
+    {"acme.checkfront.com:443": "10.0.0.5:443"},  # https, verified for the real name
+]
+
+
+@pytest.mark.parametrize("resolve", LEAVING_LOOPBACK)
+def test_a_loopback_host_is_never_resolved_off_the_machine(
+    kind: str, resolve: dict[str, str]
+) -> None:
+    with pytest.raises(InsecureTransport) as refused:
+        build(kind, resolve=resolve)
+    message = str(refused.value)
+    assert message.startswith("resolve: ")
+    assert "may only be mapped to a loopback address" in message
+    assert "real https name" in message  # the fix
+    with pytest.raises(InsecureTransport, match="loopback address"):
+        make_client(kind, resolve=resolve)
+
+
+@pytest.mark.parametrize("resolve", STAYING_ON_LOOPBACK)
+def test_loopback_targets_and_https_names_are_accepted(kind: str, resolve: dict[str, str]) -> None:
+    build(kind, resolve=resolve)
+
+
+def test_plain_http_on_loopback_goes_through_a_loopback_resolve(
+    kind: str, plain_server: Server
+) -> None:
+    """The insecure_loopback case end to end: the Basic header reaches the
+    loopback server the mapping names, over plain http."""
+    account = Account.parse("http://127.0.0.1:8080", insecure_loopback=True)
+    options: dict[str, Any] = {"resolve": {"127.0.0.1:8080": f"127.0.0.1:{plain_server.port}"}}
+    api = make_client(kind, account=account, **options)
+    if kind == "trio":
+
+        async def main() -> int:
+            async with api:
+                return int((await api.get("ping")).status)
+
+        assert trio.run(main) == 200
+    else:
+        with api:
+            assert api.get("ping").status == 200
+    [seen] = plain_server.seen
+    assert dict(seen.headers)["Authorization"] == BASIC
