@@ -17,6 +17,8 @@ __all__ = [
     "call_headers",
     "check_api_response",
     "failure_reason",
+    "send_retryable",
+    "shorten",
 ]
 
 
@@ -62,6 +64,24 @@ class Response:
 Transport = Callable[[Request], Response]
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text``, or its start up to the last word that fits and an explicit
+    ``...``, at most ``limit`` characters in all (cut mid-word only when the
+    first word alone does not fit)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 3, 0)]
+    space = cut.rfind(" ")
+    if space > 0 and not text[len(cut)].isspace():
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "..."
+
+
+#: How long a transport failure's description may be (the TLS failure, which
+#: names the host, what went wrong and the fix, fits whole).
+_REASON_LIMIT = 500
+
+
 def failure_reason(error: BaseException) -> str:
     """A short description of a transport failure, for ``SendFailed``.
 
@@ -69,7 +89,14 @@ def failure_reason(error: BaseException) -> str:
     (and the machine scrubs the ones it knows anyway).
     """
     text = str(error).strip()
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+    name = type(error).__name__
+    return shorten(f"{name}: {text}", _REASON_LIMIT) if text else name
+
+
+def send_retryable(error: BaseException) -> bool:
+    """Whether a transport failure may succeed if simply sent again: not when
+    the exception says ``retryable = False`` (an untrusted certificate)."""
+    return getattr(error, "retryable", True) is not False
 
 
 def call_headers(
@@ -128,7 +155,7 @@ def check_api_response(response: Response) -> Response:
     summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if isinstance(v, (str, int)))
     raise ApiError(
         f"Checkfront answered HTTP {response.status} for {response.url}"
-        + (f": {summary[:300]}" if summary else "")
+        + (f": {shorten(summary, 300)}" if summary else "")
         + "; see .error for the details",
         status=response.status,
         error=details,

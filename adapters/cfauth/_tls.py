@@ -231,10 +231,11 @@ def untrusted_certificate(host: str, error: BaseException) -> CertificateNotTrus
         seen.add(id(current))
         if isinstance(current, ssl.SSLCertVerificationError):
             detail = current.verify_message or "certificate verify failed"
+            # The variable part last: if a message is shortened, the fix survives.
             return CertificateNotTrusted(
-                f"the TLS certificate of {host} was not trusted ({detail}); nothing was "
-                "sent.  If this is the right server, pass ca_file= (a PEM file with the CA "
-                "that issued its certificate) or an ssl_context= that trusts it"
+                f"the TLS certificate of {host} was not trusted, so nothing was sent; if "
+                "this is the right server, pass ca_file= (the PEM file of the CA that "
+                f"issued it) or an ssl_context= that trusts it ({detail})"
             )
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)

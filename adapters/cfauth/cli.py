@@ -33,6 +33,7 @@ from cfauth_core import (
     TokenSet,
 )
 
+from ._http import shorten
 from .stores import MemoryStore
 from .sync import Client, Driver
 
@@ -58,8 +59,7 @@ class TracingMachine(Machine):
 
 
 def _short(item: object) -> str:
-    text = repr(item)
-    return text if len(text) <= 160 else text[:157] + "..."
+    return shorten(repr(item), 160)
 
 
 def browse(url: str, *, port: int, context: ssl.SSLContext) -> str:

@@ -81,8 +81,8 @@ from urllib.parse import urlsplit
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure
-from ._tls import check_options, parse_resolve, tls_context
+from ._http import Response, TransportFailure, shorten
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stores import TokenStore
 from .sync import Client, build_client
 
@@ -325,7 +325,7 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead)):
         text = str(error).strip()
         if text:
-            return f"{name}: {text[:300]}"
+            return shorten(f"{name}: {text}", 300)
     return name
 
 
@@ -711,6 +711,9 @@ class HttpClientTransport:
             raise _Stale(failure) from nothing.error
         except (OSError, http.client.HTTPException, ValueError) as error:
             conn.close()
+            untrusted = untrusted_certificate(target.describe(), error)
+            if untrusted is not None:
+                raise untrusted from error
             timeout = self._connect_timeout if phase == "connect to" else self._read_timeout
             failure = _failure(phase, target, _detail(error, timeout), request)
             if phase == "send to" and isinstance(error, _DROPPED):

@@ -66,7 +66,14 @@ from cfauth_core import (
     TokensLoaded,
 )
 
-from ._http import Response, Transport, call_headers, check_api_response, failure_reason
+from ._http import (
+    Response,
+    Transport,
+    call_headers,
+    check_api_response,
+    failure_reason,
+    send_retryable,
+)
 from .stores import TokenStore
 
 __all__ = ["Client", "ClosingTransport", "Driver", "build_client"]
@@ -318,7 +325,12 @@ class Driver:
             except Exception as error:
                 reason = failure_reason(error)
                 log.debug("cfauth: %s %s failed: %s", request.method, request.url, reason)
-                return SendFailed(now=self._clock(), request_id=action.request_id, reason=reason)
+                return SendFailed(
+                    now=self._clock(),
+                    request_id=action.request_id,
+                    reason=reason,
+                    retryable=send_retryable(error),
+                )
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "cfauth: %s %s (%s) -> %d",

@@ -124,8 +124,9 @@ from ._http import (
     call_headers,
     check_api_response,
     failure_reason,
+    send_retryable,
 )
-from ._tls import check_options, parse_resolve, tls_context
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stores import TokenStore
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
@@ -392,7 +393,10 @@ class Driver:
                     "cfauth: %s %s failed: %s", request.method, request.url, failure_reason(error)
                 )
                 return SendFailed(
-                    now=self._clock(), request_id=action.request_id, reason=failure_reason(error)
+                    now=self._clock(),
+                    request_id=action.request_id,
+                    reason=failure_reason(error),
+                    retryable=send_retryable(error),
                 )
             log.debug("cfauth: %s %s -> %d", request.method, request.url, response.status)
             return ResponseReceived(
@@ -911,9 +915,13 @@ class H11Transport:
                 f"connecting to {host}:{port} timed out after {self._connect_timeout:g} s"
             ) from None
         except (OSError, trio.BrokenResourceError) as error:
-            raise TransportFailure(
-                f"could not connect to {host}:{port}: {_describe(error)}"
-            ) from error
+            shown = f"{host}:{port}"
+            if (address, address_port) != (host, port):
+                shown += f" (via {address}:{address_port})"
+            untrusted = untrusted_certificate(shown, error)
+            if untrusted is not None:
+                raise untrusted from error
+            raise TransportFailure(f"could not connect to {shown}: {_describe(error)}") from error
         return _Connection(stream)
 
     async def _send_on(

@@ -54,7 +54,7 @@ from urllib3.util import SKIP_HEADER, Retry
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
 from ._http import Response, TransportFailure
-from ._tls import check_options, parse_resolve, tls_context
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stdlib import (
     _describe,
     _failure,
@@ -258,6 +258,9 @@ class Urllib3Transport:
 
     def _failure(self, target: _Target, error: BaseException, request: Request) -> TransportFailure:
         """urllib3's error type, and the OS or TLS error underneath it if any."""
+        untrusted = untrusted_certificate(target.describe(), error)
+        if untrusted is not None:
+            return untrusted
         phase, timeout = "request to", None
         if isinstance(error, urllib3.exceptions.NewConnectionError):
             phase = "connect to"  # refused, unreachable, no such host: not a timeout

@@ -10,6 +10,7 @@ server must see nothing.
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,8 +24,17 @@ from hypothesis import strategies as st
 
 from cfauth import TransportFailure, stdlib
 from cfauth import trio as cftrio
-from cfauth._tls import _ca_file_problem, parse_resolve
-from cfauth_core import Account, ApiKey, CfauthError, InsecureTransport, InvalidInput, Request
+from cfauth._http import failure_reason, shorten
+from cfauth._tls import CertificateNotTrusted, _ca_file_problem, parse_resolve
+from cfauth_core import (
+    Account,
+    ApiKey,
+    CfauthError,
+    InsecureTransport,
+    InvalidInput,
+    Request,
+    TransportError,
+)
 
 from .test_stdlib_transport import (
     BASIC,
@@ -82,6 +92,19 @@ def build(kind: str, **options: Any) -> Callable[[Request], Any]:
 def build_and_send(kind: str, request: Request, **options: Any) -> Any:
     """Build the transport and, if it was not refused, send ``request``."""
     return build(kind, **options)(request)
+
+
+def get_ping(kind: str, api: Any) -> int:
+    """``api.get("ping")`` on a client of ``kind``, closing it afterwards."""
+    if kind == "trio":
+
+        async def main() -> int:
+            async with api:
+                return int((await api.get("ping")).status)
+
+        return trio.run(main)
+    with api:
+        return int(api.get("ping").status)
 
 
 def make_client(kind: str, account: Account | str = "acme", **options: Any) -> Any:
@@ -409,16 +432,99 @@ def test_plain_http_on_loopback_goes_through_a_loopback_resolve(
     loopback server the mapping names, over plain http."""
     account = Account.parse("http://127.0.0.1:8080", insecure_loopback=True)
     options: dict[str, Any] = {"resolve": {"127.0.0.1:8080": f"127.0.0.1:{plain_server.port}"}}
-    api = make_client(kind, account=account, **options)
-    if kind == "trio":
-
-        async def main() -> int:
-            async with api:
-                return int((await api.get("ping")).status)
-
-        assert trio.run(main) == 200
-    else:
-        with api:
-            assert api.get("ping").status == 200
+    assert get_ping(kind, make_client(kind, account=account, **options)) == 200
     [seen] = plain_server.seen
     assert dict(seen.headers)["Authorization"] == BASIC
+
+
+# -- a certificate that is not trusted: named, explained, not retryable --------------------
+
+UNTRUSTED = {
+    "unknown CA": (HOST, False),  # the system's CAs do not know the test CA
+    "another host's certificate": ("other.example", True),  # trusted CA, wrong name
+}
+
+
+def _untrusted_setup(case: str, server: Server, pki: Pki) -> tuple[str, dict[str, Any]]:
+    host, trust = UNTRUSTED[case]
+    options: dict[str, Any] = {"resolve": server.resolve(host)}
+    if trust:
+        options["ca_file"] = pki.ca_file
+    return host, options
+
+
+def _check_untrusted_message(message: str, host: str) -> None:
+    assert f"the TLS certificate of {host}:443 (via 127.0.0.1:" in message
+    assert "was not trusted, so nothing was sent" in message
+    assert "pass ca_file= (the PEM file of the CA that issued it) or an ssl_context=" in message
+    assert "trusts it (" in message
+    # the verification detail, whole, or shortened after a whole word
+    assert message.endswith(")") or re.search(r"\w\.\.\.$", message), message
+    assert "may be retried" not in message
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+def test_an_untrusted_certificate_fails_the_transport_naming_the_host(
+    kind: str, case: str, server: Server, pki: Pki
+) -> None:
+    host, options = _untrusted_setup(case, server, pki)
+    request = Request("GET", f"https://{host}/api/3.0/ping", (("Authorization", BASIC),))
+    with pytest.raises(CertificateNotTrusted) as failed:
+        build_and_send(kind, request, **options)
+    assert isinstance(failed.value, TransportFailure)
+    assert failed.value.retryable is False
+    _check_untrusted_message(str(failed.value), host)
+    assert not server.seen
+
+
+@pytest.mark.parametrize("case", list(UNTRUSTED))
+def test_a_call_over_an_untrusted_certificate_is_not_retryable(
+    kind: str, case: str, server: Server, pki: Pki
+) -> None:
+    host, options = _untrusted_setup(case, server, pki)
+    account = Account.parse(f"https://{host}")
+    api = make_client(kind, account=account, **options)
+    with pytest.raises(TransportError) as failed:
+        get_ping(kind, api)
+    error = failed.value
+    assert error.retryable is False
+    message = str(error)
+    assert message.startswith(f"GET https://{host}/api/3.0/ping could not be completed: ")
+    _check_untrusted_message(message, host)
+    assert not server.seen
+
+
+def test_other_transport_failures_stay_retryable(kind: str, server: Server, pki: Pki) -> None:
+    """A refused connection is worth retrying: only trust problems are not."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    api = make_client(
+        kind, ca_file=pki.ca_file, resolve={f"{HOST}:443": f"127.0.0.1:{closed_port}"}
+    )
+    with pytest.raises(TransportError) as failed:
+        get_ping(kind, api)
+    assert failed.value.retryable is True
+    assert str(failed.value).endswith("the call may be retried")
+
+
+@given(st.text(alphabet=st.sampled_from("ab cd,.;\u00e9"), max_size=80), st.integers(8, 60))
+@settings(max_examples=500, derandomize=True)
+def test_shorten_never_cuts_a_word_and_says_so(text: str, limit: int) -> None:
+    short = shorten(text, limit)
+    assert len(short) <= limit
+    if short == text:
+        return
+    assert short.endswith("...")
+    kept = short[:-3]
+    assert text.startswith(kept)
+    rest = text[len(kept) :]
+    # the cut falls between words (or no space was there to cut at)
+    assert rest[:1] in (" ", ",", ";", ":") or " " not in text[1 : limit - 3]
+
+
+def test_failure_reason_keeps_long_messages_whole_up_to_its_limit() -> None:
+    words = " ".join(f"word{i}" for i in range(200))
+    reason = failure_reason(TransportFailure(words))
+    assert reason.endswith("...")
+    assert reason[:-3].split()[-1] in words.split()  # the last word kept is whole
