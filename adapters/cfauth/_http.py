@@ -4,6 +4,8 @@ errors."""
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +19,8 @@ __all__ = [
     "call_headers",
     "check_api_response",
     "failure_reason",
+    "iso_time",
+    "iso_times",
     "send_retryable",
     "shorten",
 ]
@@ -91,6 +95,37 @@ def failure_reason(error: BaseException) -> str:
     text = str(error).strip()
     name = type(error).__name__
     return shorten(f"{name}: {text}", _REASON_LIMIT) if text else name
+
+
+def _utc(timestamp: float) -> str | None:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def iso_time(timestamp: float) -> str:
+    """A wall-clock time (seconds since the epoch) as ISO 8601 UTC,
+    ``2026-12-06T03:24:47Z``, for people reading logs and output (a time
+    beyond the calendar's range is shown as the number it is)."""
+    return _utc(timestamp) or repr(timestamp)
+
+
+def _iso_field(match: re.Match[str]) -> str:
+    shown = _utc(float(match[2]))
+    return match[0] if shown is None else f"{match[1]}={shown}"
+
+
+#: ``name=<epoch seconds>`` in the repr of an event, action or token set.
+_TIME_FIELD = re.compile(
+    r"\b(now|at|deadline|expires_at|refresh_expires_at|updated_at|redirected_at)"
+    r"=(\d+(?:\.\d+)?)(?![\w.])"
+)
+
+
+def iso_times(text: str) -> str:
+    """``text`` (a record's repr) with every time field shown as ISO 8601 UTC."""
+    return _TIME_FIELD.sub(_iso_field, text)
 
 
 def send_retryable(error: BaseException) -> bool:

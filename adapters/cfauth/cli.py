@@ -33,7 +33,7 @@ from cfauth_core import (
     TokenSet,
 )
 
-from ._http import shorten
+from ._http import iso_times, shorten
 from .stores import MemoryStore
 from .sync import Client, Driver
 
@@ -59,7 +59,7 @@ class TracingMachine(Machine):
 
 
 def _short(item: object) -> str:
-    return shorten(repr(item), 160)
+    return shorten(iso_times(repr(item)), 160)
 
 
 def browse(url: str, *, port: int, context: ssl.SSLContext) -> str:

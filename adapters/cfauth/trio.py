@@ -124,6 +124,8 @@ from ._http import (
     call_headers,
     check_api_response,
     failure_reason,
+    iso_time,
+    iso_times,
     send_retryable,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
@@ -329,13 +331,11 @@ class Driver:
             elif kind is Store:
                 self._save(action)  # type: ignore[arg-type]
             elif kind is RefreshDue or kind is ReleaseLease:
-                log.debug("cfauth: %r", action)
+                log.debug("%s", iso_times(repr(action)))
                 work.append(action)
             elif kind is AccountMoved:
                 assert isinstance(action, AccountMoved)
-                log.info(
-                    "cfauth: the account moved from %s to %s", action.old_origin, action.new_origin
-                )
+                log.info("the account moved from %s to %s", action.old_origin, action.new_origin)
                 if self._on_account_moved is not None:
                     self._on_account_moved(action.old_origin, action.new_origin)
             elif kind is Authorized or kind is AuthorizationFailed:
@@ -343,7 +343,7 @@ class Driver:
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
             elif kind is RefreshAborted or kind is AuthorizationLost:
-                log.warning("cfauth: %s", action.error)  # type: ignore[attr-defined]
+                log.warning("%s", action.error)  # type: ignore[attr-defined]
 
     def _wake(self, call_id: int) -> None:
         wakeup = self._wakeups.get(call_id)
@@ -352,7 +352,7 @@ class Driver:
 
     def _save(self, action: Store) -> None:
         # Inline, blocking the event loop: see "Store is executed inline" above.
-        log.debug("cfauth: storing new tokens (expiring at %s)", action.tokens.expires_at)
+        log.debug("storing new tokens (expiring at %s)", iso_time(action.tokens.expires_at))
         if self._store is not None:
             try:
                 self._store.save(action.tokens)
@@ -364,7 +364,7 @@ class Driver:
                 # leave the lease held and the waiting calls stranded.
                 self._unsaved = action.tokens
                 log.error(  # no traceback: it may quote the record
-                    "cfauth: the new tokens could not be stored (%s); they are used from "
+                    "the new tokens could not be stored (%s); they are used from "
                     "memory, log in again after a restart if the store stays broken",
                     failure_reason(error),
                 )
@@ -385,20 +385,18 @@ class Driver:
         """Do one piece of I/O; return the event that reports it."""
         if isinstance(action, Send):
             request = action.request
-            log.debug("cfauth: sending %s %s (%s)", request.method, request.url, action.purpose)
+            log.debug("sending %s %s (%s)", request.method, request.url, action.purpose)
             try:
                 response = await self._send(request)
             except Exception as error:
-                log.debug(
-                    "cfauth: %s %s failed: %s", request.method, request.url, failure_reason(error)
-                )
+                log.debug("%s %s failed: %s", request.method, request.url, failure_reason(error))
                 return SendFailed(
                     now=self._clock(),
                     request_id=action.request_id,
                     reason=failure_reason(error),
                     retryable=send_retryable(error),
                 )
-            log.debug("cfauth: %s %s -> %d", request.method, request.url, response.status)
+            log.debug("%s %s -> %d", request.method, request.url, response.status)
             return ResponseReceived(
                 now=self._clock(),
                 request_id=action.request_id,
@@ -408,7 +406,7 @@ class Driver:
             )
         if isinstance(action, RetryAt):
             delay = action.at - self._clock()
-            log.debug("cfauth: call %d retries in %.3f s", action.call_id, max(delay, 0.0))
+            log.debug("call %d retries in %.3f s", action.call_id, max(delay, 0.0))
             if delay > 0:
                 await self._sleep(delay)
             return ClockTick(now=max(self._clock(), action.at))
@@ -821,7 +819,7 @@ class H11Transport:
                     return await self._send_on(pool, pool.idle.pop(), message, body, url, True)
                 except _StaleConnection as error:
                     log.debug(
-                        "cfauth: a kept-alive connection to %s was closed (%s); sending again",
+                        "a kept-alive connection to %s was closed (%s); sending again",
                         origin.authority,
                         _describe(error.__cause__ or error),
                     )
