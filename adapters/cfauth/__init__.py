@@ -12,6 +12,7 @@ import logging
 
 from cfauth_core import __version__
 
+from ._extras import MissingExtra
 from ._http import ApiError, Response, Transport, TransportFailure, check_api_response
 
 # A library logs, the application decides where records go: without this, a
@@ -20,6 +21,7 @@ logging.getLogger("cfauth").addHandler(logging.NullHandler())
 
 __all__ = [
     "ApiError",
+    "MissingExtra",
     "Response",
     "Transport",
     "TransportFailure",

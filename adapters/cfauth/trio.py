@@ -78,8 +78,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
-import trio
+try:
+    import h11
+    import trio
+except ImportError as error:  # installed without the trio extra
+    from ._extras import missing_extra
+
+    raise missing_extra("cfauth.trio", "trio", error) from None
 
 from cfauth_core import (
     Account,

@@ -46,10 +46,15 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import SKIP_HEADER, Retry
+try:
+    import urllib3
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util import SKIP_HEADER, Retry
+except ImportError as error:  # installed without the urllib3 extra
+    from ._extras import missing_extra
+
+    raise missing_extra("cfauth.urllib3", "urllib3", error) from None
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 

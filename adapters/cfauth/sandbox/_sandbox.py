@@ -10,7 +10,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import trustme
+try:
+    import trustme
+except ImportError as error:  # installed without the sandbox extra
+    from .._extras import missing_extra
+
+    raise missing_extra("cfauth.sandbox", "sandbox", error) from None
 
 from cfauth_core import InvalidInput, LocalProtocolError
 
