@@ -64,10 +64,15 @@ def check_tls_context(context: object) -> ssl.SSLContext:
     if minimum == ssl.TLSVersion.MINIMUM_SUPPORTED or (
         minimum != ssl.TLSVersion.MAXIMUM_SUPPORTED and minimum < ssl.TLSVersion.TLSv1_2
     ):
+        allowed = (
+            "every protocol version the TLS library supports"
+            if minimum == ssl.TLSVersion.MINIMUM_SUPPORTED
+            else ssl.TLSVersion(minimum).name
+        )
         raise InsecureTransport(
-            f"ssl_context is refused: it allows {ssl.TLSVersion(minimum).name}, older than "
-            "TLS 1.2; set context.minimum_version = ssl.TLSVersion.TLSv1_2 (or leave the "
-            "default of ssl.create_default_context())"
+            f"ssl_context is refused: it allows {allowed}, older than TLS 1.2 included; set "
+            "context.minimum_version = ssl.TLSVersion.TLSv1_2 (the default of "
+            "ssl.create_default_context())"
         )
     return context
 

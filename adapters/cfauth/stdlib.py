@@ -23,10 +23,14 @@ as :mod:`http.client` does).  Nothing else: no ``Accept-Encoding``, no
 
 *TLS.*  ``https`` URLs are always sent over TLS, verified against the system's
 CAs (``ssl.create_default_context()``), a ``ca_file``, or the ``ssl_context``
-you pass; a context that does not verify certificates and host names is
-refused.  Plain ``http`` is used only when the request URL itself is ``http``
-(the machine produces those only for loopback with its ``insecure_loopback``
-test switch).
+you pass; a context that does not verify certificates and host names, or
+allows a TLS version older than 1.2, is refused when the transport is made
+(:class:`~cfauth_core.InsecureTransport`, the same rule for every transport).
+A certificate that is not trusted fails the request with a non-retryable
+failure that names the host and the fix (``ca_file=`` or ``ssl_context=``).
+Plain ``http`` is used only when the request URL itself is ``http`` (the
+machine produces those only for loopback with its ``insecure_loopback`` test
+switch, and ``resolve`` may map a loopback host only to a loopback address).
 
 *resolve.*  Like curl's ``--resolve``: ``{"acme.checkfront.com:443":
 "127.0.0.1:8443"}`` makes the TCP connection go to 127.0.0.1:8443 while the

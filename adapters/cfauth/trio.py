@@ -748,7 +748,7 @@ class H11Transport:
     resend on a fresh connection when a kept-alive one was found closed before
     any answer).  TLS is verified against the system's CAs by default, or
     ``ca_file``, or ``ssl_context`` (which must verify certificates and host
-    names over TLS 1.2 or later, or it is refused: see :mod:`cfauth._tls`).  ``resolve`` maps
+    names over TLS 1.2 or later, or it is refused).  ``resolve`` maps
     ``"host:port"`` to the ``"address:port"`` to connect to instead, like
     curl's ``--resolve``: SNI, the certificate check and ``Host`` keep the real
     name.  ``connect_timeout`` bounds connecting and the TLS handshake;

@@ -193,7 +193,7 @@ class Urllib3Transport:
         resolve: Mapping[str, str] | None = None,
         pool_maxsize: int = 10,
     ) -> None:
-        check_options(connect_timeout, read_timeout, pool_maxsize, pool="pool_maxsize", least=1)
+        check_options(connect_timeout, read_timeout, pool_maxsize, pool="pool_maxsize", least=0)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._resolve = parse_resolve(resolve)

@@ -182,9 +182,12 @@ BAD_CONTEXTS: dict[str, tuple[Callable[[Any], ssl.SSLContext], str]] = {
     "CERT_NONE": (_no_verification, "CERT_NONE"),
     "CERT_OPTIONAL": (_optional_verification, "CERT_OPTIONAL"),
     "server-side context": (_server_context, "CERT_NONE"),
-    "TLS 1.0 allowed": (_old_tls(ssl.TLSVersion.TLSv1), "TLSv1, older than TLS 1.2"),
-    "TLS 1.1 allowed": (_old_tls(ssl.TLSVersion.TLSv1_1), "TLSv1_1, older than TLS 1.2"),
-    "any TLS version": (_old_tls(ssl.TLSVersion.MINIMUM_SUPPORTED), "older than TLS 1.2"),
+    "TLS 1.0 allowed": (_old_tls(ssl.TLSVersion.TLSv1), "allows TLSv1, older than TLS 1.2"),
+    "TLS 1.1 allowed": (_old_tls(ssl.TLSVersion.TLSv1_1), "allows TLSv1_1, older than TLS 1.2"),
+    "any TLS version": (
+        _old_tls(ssl.TLSVersion.MINIMUM_SUPPORTED),
+        "allows every protocol version the TLS library supports, older than TLS 1.2",
+    ),
 }
 
 
@@ -364,7 +367,7 @@ BAD_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
 }
 POOL_OPTION = {
     "stdlib": ("max_idle_per_origin", 0),
-    "urllib3": ("pool_maxsize", 1),
+    "urllib3": ("pool_maxsize", 0),
     "trio": ("max_connections_per_origin", 1),
 }
 
