@@ -52,7 +52,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from typing_extensions import Self
 
-from cfauth_core import Account, CfauthError, Credential, InvalidTokenRecord, OAuth2App, TokenSet
+from cfauth_core import (
+    Account,
+    CfauthError,
+    Credential,
+    InvalidTokenRecord,
+    OAuth2App,
+    TokenSet,
+    UntrustedRedirect,
+)
 
 if TYPE_CHECKING:
     from psycopg import Connection as PgConnection
@@ -1470,8 +1478,17 @@ def open_grant(
     if record is not None:
         if record.origin != account.origin:
             # Only where credentials may follow a redirect (a migration target).
-            account.judge_redirect(account.origin + "/", record.origin + "/")
-            account = account.moved_to(record.origin)
+            try:
+                account.judge_redirect(account.origin + "/", record.origin + "/")
+                account = account.moved_to(record.origin)
+            except UntrustedRedirect:
+                # The account's own pre-migration host, stored before the caller
+                # configured the new one: the configured origin wins.  Anything
+                # else is refused (credentials never go to it).
+                if account.name is None or (
+                    urlsplit(record.origin).hostname != f"{account.name}.checkfront.com"
+                ):
+                    raise
         if tokens is None and isinstance(credential, OAuth2App):
             tokens = record.tokens
     return account, store, tokens

@@ -131,3 +131,20 @@ def test_a_lease_that_stays_taken_fails_the_call_with_the_timeout_and_frees_it(
         grant.release_lease()
         assert api.get("booking/index").status == 200  # the next call refreshes
     assert [r.grant_type for r in sandbox.requests] == ["refresh_token", None]
+
+
+def test_a_configured_new_origin_wins_over_the_old_one_stored(sandbox: Sandbox) -> None:
+    store = MemoryStore()
+    credential = app(sandbox)
+    grant = store.grant("acme", credential.client_id)  # recorded at acme.checkfront.com
+    grant.save(issue(sandbox))
+    with client(
+        NEW_ORIGIN,
+        credential,
+        store=store,
+        ssl_context=sandbox.ssl_context(),
+        resolve=sandbox.resolve,
+    ) as api:
+        assert api.driver.machine.account.origin == NEW_ORIGIN
+        api.get("booking/index")
+    assert [r.host for r in sandbox.requests] == ["acme.manage.na1.bookingplatform.app"]
