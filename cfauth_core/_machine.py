@@ -312,6 +312,10 @@ class Machine:
         self._quiet_until = _INF
         self._set_auth("")
         self._set_tokens(tokens)
+        # The client credentials for the token URL ("" for a token pair, which has none).
+        self._client_authorization = (
+            credential.token_authorization if isinstance(credential, OAuth2App) else ""
+        )
         if isinstance(credential, ApiKey):
             self._set_auth(credential.authorization)
             self._enter(State.READY)
@@ -430,11 +434,10 @@ class Machine:
         """Why a refresh is due now, ``"lost"`` if the grant cannot be
         refreshed any more, or ``None`` when the tokens are fine."""
         tokens = self._tokens
-        assert tokens is not None
         config = self._config
-        if now >= tokens.refresh_expires_at:
+        if tokens is None or now >= tokens.refresh_expires_at:
             # Nothing can refresh it any more: use the access token while it lasts.
-            return None if now < tokens.expires_at else "lost"
+            return None if tokens is not None and now < tokens.expires_at else "lost"
         # The leeway never exceeds half the token's life, so a server that issues
         # short-lived tokens cannot make every call refresh.
         leeway = min(config.refresh_leeway, (tokens.expires_at - tokens.updated_at) / 2)
@@ -520,7 +523,7 @@ class Machine:
             raise LocalProtocolError(
                 f"request {event.request_id} is not in flight: report each Send's answer once"
             )
-        if type(pending) is _Call:
+        if isinstance(pending, _Call):
             status = event.status
             if status < 300 or status not in _SPECIAL_STATUSES:
                 del self._calls[pending.call_id]
@@ -528,7 +531,6 @@ class Machine:
                     Deliver(pending.call_id, status, event.headers, event.body, pending.sent_to)
                 ]
             return self._on_special_call_response(pending, event)
-        assert isinstance(pending, _TokenRequest)
         return self._on_token_response(pending, event)
 
     def _on_special_call_response(self, call: _Call, event: ResponseReceived) -> list[Action]:
@@ -728,8 +730,9 @@ class Machine:
         actions: list[Action] = []
         if adopt:
             self._set_tokens(loaded)
+        tokens = self._tokens
         reason = self._refresh_reason(event.now)
-        if reason == "lost":
+        if reason == "lost" or tokens is None:
             actions.append(ReleaseLease())
             self._lose_grant(_EXPIRED, None, actions)
             return actions
@@ -739,9 +742,6 @@ class Machine:
             self._goto(Trigger.TOKENS_ADOPTED)
             self._release_waiting(event.now, actions)
             return actions
-        tokens = self._tokens
-        assert tokens is not None
-        assert isinstance(self._credential, OAuth2App)
         body = urlencode({"grant_type": "refresh_token", "refresh_token": tokens.refresh_token})
         self._token_request("refresh", body, None, (tokens.refresh_token,), actions)
         self._goto(Trigger.REFRESH_SENT)
@@ -755,12 +755,11 @@ class Machine:
         secrets: tuple[str, ...],
         actions: list[Action],
     ) -> _TokenRequest:
-        assert isinstance(self._credential, OAuth2App)
         request = Request(
             "POST",
             self._account.token_url,
             (
-                ("Authorization", self._credential.token_authorization),
+                ("Authorization", self._client_authorization),
                 *self._static_headers,
                 _FORM,
             ),
@@ -828,10 +827,11 @@ class Machine:
             )
         pending.hops += 1
         pending.visited.add(target.url)
-        # The token URL is always built on the account's origin, so a same-origin
-        # redirect to /oauth/token/ would be a loop (refused above): this is a migration.
-        assert target.kind is RedirectKind.MIGRATION
-        self._move(target.origin, event.status, actions)
+        # A migration moves the account.  The target can also be the account's own
+        # origin: a call's 301 may have moved the account while this request was in
+        # flight to the old one.  Then it is simply re-sent there.
+        if target.kind is RedirectKind.MIGRATION:
+            self._move(target.origin, event.status, actions)
         old = pending.request
         pending.request = Request(old.method, target.url, old.headers, old.body)
         request_id = self._request_id()
@@ -879,8 +879,7 @@ class Machine:
     ) -> ReauthorizationRequired:
         self._goto(Trigger.GRANT_LOST)
         # Never adopt this pair again, even if a store still holds it.
-        assert self._tokens is not None  # the grant is lost only from READY/LEASING/REFRESHING
-        self._refused = self._tokens.refresh_token
+        self._refused = self._tokens.refresh_token if self._tokens is not None else self._refused
         self._set_tokens(None)
         self._set_auth("")
         error = ReauthorizationRequired(
@@ -959,8 +958,10 @@ class Machine:
 
     def _on_authorization_requested(self, event: AuthorizationRequested) -> list[Action]:
         credential = self._credential
-        # An ApiKey machine is always READY, where EVENTS_ALLOWED refuses logins.
-        assert isinstance(credential, OAuth2App)
+        if not isinstance(credential, OAuth2App):
+            raise LocalProtocolError(
+                "a token pair (ApiKey) has no OAuth2 login: use an OAuth2App machine to log in"
+            )
         state, verifier = event.state, event.code_verifier
         if len(state) < 22 or _UNRESERVED.fullmatch(state) is None:
             raise InvalidInput(
@@ -1001,8 +1002,11 @@ class Machine:
 
     def _on_callback(self, event: CallbackReceived) -> list[Action]:
         authorization = self._authorization
-        assert authorization is not None
-        assert isinstance(self._credential, OAuth2App)
+        if authorization is None or not isinstance(self._credential, OAuth2App):
+            raise LocalProtocolError(
+                "CallbackReceived is not accepted: no login is pending (the callback was "
+                "already used, or AuthorizationRequested was never sent)"
+            )
         params = _callback_params(event.url)
         states = params.get("state", [])
         if len(states) != 1:

@@ -14,7 +14,12 @@ against the guarantees of the design:
 (e) a refresh token rotated out is never sent again;
 (f) every call ends exactly once, and the open calls are all accounted for;
 (g) ``Store`` before ``ReleaseLease`` in one action list;
-(h) misuse raises ``LocalProtocolError`` and changes nothing.
+(h) misuse raises ``LocalProtocolError`` and changes nothing;
+(i) ``handle()`` raises nothing else: what the server sends (redirects,
+    migrations racing token requests, garbage) never raises;
+(j) a lease the machine asked for is released (after the ``Store`` of the
+    new tokens, if any) within a bounded number of answers to its refresh,
+    and draining every request at the end releases it.
 
 Behaviour the core currently gets wrong is listed in ``KNOWN_CORE_BUGS``: the
 random tests do not generate those inputs, and a focused test at the end of
@@ -275,7 +280,18 @@ TOKEN_REPLY_LABELS = [
     "303-same",
     "307-other-path",
     "307-loop",
+    # Migrations of the token request itself, racing a call's migration.
+    "301-na1",
+    "308-eu1",
+    "301-current",
+    "307-current",
+    "308-current",
+    "308-old-origin",
 ]
+#: Answers to a token request that end it, in the lease bound (j): every other
+#: answer ends it too, or re-sends it (one more redirect hop, or the one retry
+#: with the raw client credentials).
+MAX_TOKEN_ANSWERS_UNDER_LEASE = 5 + 1 + 1
 
 
 # -- the adapter ------------------------------------------------------------------
@@ -304,6 +320,7 @@ class Harness(RuleBasedStateMachine):
         self.parked: dict[int, float] = {}
         self.due_pending = False
         self.lease_held = False
+        self.lease_answers = 0  # answers to the refresh since the lease was taken
         self.login: tuple[str, str] | None = None
         self.used_states: list[str] = []
         self.codes: set[str] = set()
@@ -329,7 +346,11 @@ class Harness(RuleBasedStateMachine):
         self.stored_access.add(tokens.access_token)
 
     def feed(self, event: Event) -> list[Action]:
-        actions = self.m.handle(event)
+        try:
+            actions = self.m.handle(event)
+        except Exception as error:
+            # (i) an allowed event, whatever the server said, never raises.
+            raise AssertionError(f"(i) handle({event!r}) raised {error!r}") from error
         self.check_actions(event, actions)
         return actions
 
@@ -534,6 +555,68 @@ class Harness(RuleBasedStateMachine):
         if not self.OAUTH and reply.status in (401, 403):
             assert [type(a) for a in actions] == [Fail]
 
+    @precondition(lambda self: self.has_inflight("call"))
+    @rule(
+        index=st.integers(0, 63),
+        status=st.sampled_from([301, 308]),
+        where=st.sampled_from([NA1, EU1, ORIGIN]),
+    )
+    def migrate_call(self, index: int, status: int, where: str) -> None:
+        """A call in flight is answered with the account's migration (often while a
+        token request is in flight too: the race the token redirects above meet)."""
+        request_id = self.pick("call", index)
+        assert request_id is not None
+        self.take(request_id)
+        location = (("Location", where + "/api/3.0/booking/index"),)
+        self.feed(
+            ResponseReceived(
+                now=self.now, request_id=request_id, status=status, headers=location, body=b""
+            )
+        )
+
+    def set_up_race(self) -> None:
+        """Two calls go out; the second is answered 401, which starts a refresh
+        (under the lease) while the first is still in flight."""
+        if self.state() is not State.READY or self.m.tokens is None:
+            return
+        before = set(self.inflight)
+        self.call("GET", "booking/index")
+        self.call("GET", "item")
+        sent = sorted(set(self.inflight) - before)
+        if len(sent) != 2:
+            return
+        self.take(sent[1])
+        self.feed(
+            ResponseReceived(now=self.now, request_id=sent[1], status=401, headers=(), body=b"")
+        )
+        if self.due_pending:
+            self.answer_refresh_due("store")
+
+    @precondition(lambda self: self.OAUTH)
+    @rule(
+        index=st.integers(0, 63),
+        status=st.sampled_from([301, 308]),
+        label=st.sampled_from(
+            ["301-na1", "308-eu1", "301-current", "307-current", "308-current", "307-na1"]
+        ),
+        call_first=st.booleans(),
+    )
+    def race_migration(self, index: int, status: int, label: str, call_first: bool) -> None:
+        """A call's migration and a redirect of the token request in flight, in
+        either order (the token request may follow the account or lead it)."""
+        if not self.has_inflight("token"):
+            self.set_up_race()
+        if not (self.has_inflight("call") and self.has_inflight("token")):
+            return
+        if call_first:
+            self.migrate_call(index, status, NA1)
+            if self.has_inflight("token"):
+                self.answer_token(label)
+        else:
+            self.answer_token(label)
+            if self.has_inflight("call"):
+                self.migrate_call(index, status, NA1)
+
     def token_reply(self, label: str, send: Send) -> tuple[int, tuple[tuple[str, str], ...], bytes]:
         serial = self.fresh()
         pair = {
@@ -585,6 +668,12 @@ class Harness(RuleBasedStateMachine):
             "303-same": TOKEN_PATH,
             "307-other-path": "/api/3.0/oauth/token/",
             "307-loop": send.request.url,
+            "301-na1": NA1 + TOKEN_PATH,
+            "308-eu1": EU1 + TOKEN_PATH,
+            "301-current": self.origin + TOKEN_PATH,
+            "307-current": self.origin + TOKEN_PATH,
+            "308-current": self.origin + TOKEN_PATH,
+            "308-old-origin": ORIGIN + TOKEN_PATH,
         }[label]
         return int(label[:3]), (("Location", location),), b""
 
@@ -595,6 +684,8 @@ class Harness(RuleBasedStateMachine):
         assert request_id is not None
         send = self.take(request_id)
         status, headers, body = self.token_reply(label, send)
+        if send.purpose == "refresh":
+            self.lease_answers += 1
         state = self.m.state
         event = ResponseReceived(
             now=self.now, request_id=request_id, status=status, headers=headers, body=body
@@ -633,6 +724,8 @@ class Harness(RuleBasedStateMachine):
             request_id = self.pick("call" if token else "token", index)
         assert request_id is not None
         send = self.take(request_id)
+        if send.purpose == "refresh":
+            self.lease_answers += 1
         secret = CLIENT_SECRET if self.OAUTH else API_SECRET
         reason = reason.replace("{SECRET}", secret)
         actions = self.feed(SendFailed(now=self.now, request_id=request_id, reason=reason))
@@ -711,6 +804,7 @@ class Harness(RuleBasedStateMachine):
         else:
             tokens = self.other_process_tokens(life=100.0)
         self.lease_held = True
+        self.lease_answers = 0
         self.feed(TokensLoaded(now=self.now, tokens=tokens))
         if answer == "newer" and self.state() is State.READY:
             assert self.m.tokens == tokens
@@ -875,6 +969,47 @@ class Harness(RuleBasedStateMachine):
             self.expect_refused(event)
 
     # -- invariants --------------------------------------------------------------------
+
+    @invariant()
+    def lease_released_in_bounded_answers(self) -> None:
+        # (j) while the lease is held exactly one refresh is in flight, and it has
+        # not been answered more often than redirects and the one retry allow.
+        if self.lease_held:
+            assert self.lease_answers <= MAX_TOKEN_ANSWERS_UNDER_LEASE, "(j) lease kept"
+            assert [s.purpose for s in self.inflight.values()].count("refresh") == 1, "(j)"
+
+    def teardown(self) -> None:
+        """(j) Answer what is outstanding (the lease, token requests, calls) with
+        success: within a bounded number of events nothing is left held or open."""
+        if self.machine is None:
+            return
+        for _ in range(
+            4 * MAX_TOKEN_ANSWERS_UNDER_LEASE + 2 * (len(self.inflight) + len(self.open)) + 10
+        ):
+            if self.due_pending:
+                self.due_pending = False
+                self.lease_held = True
+                self.lease_answers = 0
+                self.feed(TokensLoaded(now=self.now, tokens=self.store))
+                continue
+            request_id = self.pick("token", 0)
+            if request_id is None:
+                request_id = self.pick("call", 0)
+            if request_id is None:
+                break
+            send = self.take(request_id)
+            status, headers, body = (
+                self.token_reply("ok", send) if send.purpose != "call" else (200, (), b"{}")
+            )
+            self.feed(
+                ResponseReceived(
+                    now=self.now, request_id=request_id, status=status, headers=headers, body=body
+                )
+            )
+        assert not self.lease_held, "(j) the lease was never released"
+        assert not self.due_pending, "(j) a RefreshDue was never answered"
+        assert not self.inflight
+        assert self.m.state not in (State.LEASING, State.REFRESHING, State.EXCHANGING)
 
     @invariant()
     def consistent(self) -> None:

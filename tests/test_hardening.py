@@ -1,0 +1,159 @@
+"""What a hostile or merely unusual server can do to the machine.
+
+Each test drives a real :class:`Machine` with no I/O through sequences a
+server controls, and checks that ``handle()`` neither raises nor wedges the
+grant: every token request ends, the lease is released, calls end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TypeVar
+
+import pytest
+
+from cfauth_core import (
+    Account,
+    AccountMoved,
+    Action,
+    AuthorizationRequested,
+    CallbackReceived,
+    CallRequested,
+    ClockTick,
+    Machine,
+    OAuth2App,
+    RefreshDue,
+    ReleaseLease,
+    ResponseReceived,
+    Send,
+    State,
+    Store,
+    TokenSet,
+    TokensLoaded,
+)
+
+NOW = 1_700_000_000.0
+ACME = "https://acme.checkfront.com"
+NA1 = "https://acme.manage.na1.bookingplatform.app"
+EU1 = "https://acme.manage.eu1.bookingplatform.app"
+TOKEN_PATH = "/oauth/token/"
+APP = OAuth2App("client-0123456789", "client-secret-value", "https://app.example/callback")
+STATE = "s" * 22
+VERIFIER = "v" * 43
+
+A = TypeVar("A", bound=Action)
+
+
+def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def tokens(n: int, *, at: float = NOW, life: float = 14000.0) -> TokenSet:
+    return TokenSet(f"access-{n:04d}", f"refresh-{n:04d}", at + life, at + 14 * 86400, at)
+
+
+def token_body(n: int) -> bytes:
+    return json.dumps(
+        {
+            "access_token": f"access-{n:04d}",
+            "refresh_token": f"refresh-{n:04d}",
+            "expires_in": 14000,
+        }
+    ).encode()
+
+
+def answer(
+    m: Machine, send: Send, status: int, body: bytes = b"", location: str | None = None
+) -> list[Action]:
+    headers = (("Location", location),) if location is not None else ()
+    return m.handle(
+        ResponseReceived(
+            now=NOW, request_id=send.request_id, status=status, headers=headers, body=body
+        )
+    )
+
+
+def start_refresh_with_call_in_flight(m: Machine) -> tuple[Send, Send]:
+    """A call goes out with a fresh token; then a tick starts a (forced) refresh."""
+    _, call = m.handle(CallRequested(now=NOW, method="GET", path="booking/index"))
+    assert isinstance(call, Send)
+    later = NOW + 13_800
+    (due,) = m.handle(ClockTick(now=later))
+    assert isinstance(due, RefreshDue)
+    (refresh,) = m.handle(TokensLoaded(now=later, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    assert refresh.purpose == "refresh"
+    return call, refresh
+
+
+def start_exchange_with_call_in_flight(m: Machine) -> tuple[Send, Send]:
+    """A call is in flight (old tokens) while a new login's code is exchanged: the
+    grant was lost (the refresh answered invalid_grant) and the user logged in again."""
+    call, refresh = start_refresh_with_call_in_flight(m)
+    answer(m, refresh, 400, b'{"error":"invalid_grant"}')
+    assert m.state is State.REAUTHORIZATION_REQUIRED
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    (exchange,) = m.handle(
+        CallbackReceived(now=NOW, url=f"https://app.example/callback?code=c0de&state={STATE}")
+    )
+    assert isinstance(exchange, Send)
+    assert exchange.purpose == "exchange"
+    return call, exchange
+
+
+# -- 1. migrations racing token requests ----------------------------------------------
+
+
+@pytest.mark.parametrize("purpose", ["refresh", "exchange"])
+@pytest.mark.parametrize("call_status", [301, 308])
+@pytest.mark.parametrize("token_status", [301, 307, 308])
+@pytest.mark.parametrize("target", [NA1, EU1])
+@pytest.mark.parametrize("order", ["call-first", "token-first"])
+def test_migration_racing_a_token_request_never_wedges_the_grant(
+    purpose: str, call_status: int, token_status: int, target: str, order: str
+) -> None:
+    """A call's 301/308 moves the account while a token request is in flight, and the
+    token request itself is redirected to the new origin's /oauth/token/ (in either
+    order): handle() never raises, the token request ends, the lease is released."""
+    m = Machine(Account.parse("acme"), APP, tokens(1))
+    if purpose == "refresh":
+        call, token = start_refresh_with_call_in_flight(m)
+    else:
+        call, token = start_exchange_with_call_in_flight(m)
+    seen: list[Action] = []
+    if order == "call-first":
+        seen += answer(m, call, call_status, location=NA1 + "/api/3.0/booking/index")
+        seen += answer(m, token, token_status, location=target + TOKEN_PATH)
+    else:
+        seen += answer(m, token, token_status, location=target + TOKEN_PATH)
+        seen += answer(m, call, call_status, location=NA1 + "/api/3.0/booking/index")
+    # Whatever was re-sent is answered 200 until nothing is left in flight.
+    for _ in range(10):
+        sends = [a for a in seen if isinstance(a, Send)]
+        if not sends:
+            break
+        seen = []
+        for send in sends:
+            body = token_body(2) if send.purpose != "call" else b"{}"
+            seen += answer(m, send, 200, body)
+    assert m.state is State.READY
+    assert m.calls_in_progress == 0
+    assert m.account.origin in (NA1, EU1)
+
+
+def test_token_redirect_to_the_moved_accounts_own_token_url_is_followed() -> None:
+    """The exact sequence: refresh in flight, a call's 301 moves the account to na1,
+    then the refresh is redirected to na1's /oauth/token/ (the account's own origin
+    now): it is re-sent there, and its success stores tokens and releases the lease."""
+    m = Machine(Account.parse("acme"), APP, tokens(1))
+    call, refresh = start_refresh_with_call_in_flight(m)
+    moved = answer(m, call, 301, location=NA1 + "/api/3.0/booking/index")
+    assert only(moved, AccountMoved) == [AccountMoved(ACME, NA1)]
+    (resend,) = answer(m, refresh, 308, location=NA1 + TOKEN_PATH)
+    assert isinstance(resend, Send)
+    assert resend.request.url == NA1 + TOKEN_PATH
+    assert resend.purpose == "refresh"
+    done = answer(m, resend, 200, token_body(2))
+    assert [type(a) for a in done] == [Store, ReleaseLease, Send]  # the moved call
+    assert m.state is State.READY
