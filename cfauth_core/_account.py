@@ -442,11 +442,16 @@ def shown(location: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def refuse_redirect(shown_location: str, why: str) -> UntrustedRedirect:
-    """The error for a refused redirect; ``shown_location`` is quoted as it is."""
+_TRUST_HINT = (
+    "If the account really moved there, pass the host in trusted_hosts "
+    "or use the new origin as the account"
+)
+
+
+def refuse_redirect(shown_location: str, why: str, *, hint: str = _TRUST_HINT) -> UntrustedRedirect:
+    """The error for a refused redirect; ``shown_location`` is quoted as it is.
+    ``hint`` says what to do next (by default: trust the host if the account moved)."""
     return UntrustedRedirect(
-        f"redirect to '{shown_location}' refused: {why}; no credentials were sent there. "
-        "If the account really moved there, pass the host in trusted_hosts "
-        "or use the new origin as the account",
+        f"redirect to '{shown_location}' refused: {why}; no credentials were sent there. " + hint,
         location=shown_location,
     )

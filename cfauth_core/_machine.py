@@ -252,7 +252,7 @@ class _TokenRequest:
         self.request = request
         self.deadline = deadline
         self.hops = 0
-        self.visited: set[str] = {request.url}
+        self.visited: set[str] = {"POST " + request.url}  # method and URL: see _judge
         self.secrets = secrets  # what the body carries: refresh token, or code and verifier
 
 
@@ -559,9 +559,11 @@ class Machine:
             return
         current = call.sent_to
         if call.visited is None:
-            call.visited = {current}
+            call.visited = {f"{call.method} {current}"}
+        # RFC 9110 section 15.4.4: a 303 is followed with GET (Post/Redirect/Get).
+        method = "GET" if event.status == 303 else call.method
         try:
-            target = self._judge(current, location, call.hops, call.visited)
+            target = self._judge(current, location, call.hops, call.visited, method)
         except UntrustedRedirect as error:
             self._fail(call, error, actions)
             return
@@ -573,7 +575,7 @@ class Machine:
             self._fail(call, refused, actions)
             return
         call.hops += 1
-        call.visited.add(target.url)
+        call.visited.add(f"{method} {target.url}")
         if event.status == 303 and call.method != "GET":
             call.method, call.body = "GET", None
             call.headers = tuple(h for h in call.headers if h is not _FORM)
@@ -588,12 +590,18 @@ class Machine:
         location: str,
         hops: int,
         visited: set[str],
+        method: str,
         extra: tuple[str, ...] = (),
     ) -> RedirectTarget:
-        """The target of a redirect credentials may follow, or :class:`UntrustedRedirect`."""
+        """The target of a redirect credentials may follow, or :class:`UntrustedRedirect`.
+
+        ``visited`` holds ``"METHOD URL"`` for every request of this chain: the
+        same URL with another method (a POST answered 303 with its own URL) is
+        not a loop.
+        """
         secrets = self._secrets(extra)
         if hops >= self._config.max_redirects:
-            why = f"more than {self._config.max_redirects} redirects; check the account URL"
+            why = f"more than {self._config.max_redirects} redirects"
         else:
             refused: UntrustedRedirect | None = None
             try:
@@ -607,10 +615,16 @@ class Machine:
                     scrub(refused.message, secrets, 10_000),
                     location=scrub(refused.location, secrets, 10_000),
                 )
-            if target.url not in visited:
+            if f"{method} {target.url}" not in visited:
                 return target
-            why = "it loops back to a URL already visited; check the account URL"
-        raise refuse_redirect(scrub(shown(location), secrets, 10_000), why)
+            why = f"it loops back to a URL already requested ({method})"
+        # The target was trusted (or never judged): the advice is not to trust a host.
+        raise refuse_redirect(
+            scrub(shown(location), secrets, 10_000),
+            why,
+            hint="The server keeps redirecting: check the account URL and the path, "
+            "and try again later",
+        )
 
     def _move(self, origin: str, status: int, actions: list[Action]) -> None:
         """Adopt a migration target as the account's origin (permanent redirects only)."""
@@ -818,7 +832,7 @@ class Machine:
         self, pending: _TokenRequest, event: ResponseReceived, location: str, actions: list[Action]
     ) -> None:
         target = self._judge(
-            pending.request.url, location, pending.hops, pending.visited, pending.secrets
+            pending.request.url, location, pending.hops, pending.visited, "POST", pending.secrets
         )
         if urlsplit(target.url)[2:4] != ("/oauth/token/", "") or event.status == 303:
             raise refuse_redirect(
@@ -826,7 +840,7 @@ class Machine:
                 "client credentials go to /oauth/token/ only, by POST",
             )
         pending.hops += 1
-        pending.visited.add(target.url)
+        pending.visited.add("POST " + target.url)
         # A migration moves the account.  The target can also be the account's own
         # origin: a call's 301 may have moved the account while this request was in
         # flight to the old one.  Then it is simply re-sent there.

@@ -17,10 +17,13 @@ from cfauth_core import (
     Account,
     AccountMoved,
     Action,
+    ApiKey,
     AuthorizationRequested,
     CallbackReceived,
     CallRequested,
     ClockTick,
+    Deliver,
+    Fail,
     Machine,
     OAuth2App,
     RefreshDue,
@@ -31,6 +34,7 @@ from cfauth_core import (
     Store,
     TokenSet,
     TokensLoaded,
+    UntrustedRedirect,
 )
 
 NOW = 1_700_000_000.0
@@ -157,3 +161,96 @@ def test_token_redirect_to_the_moved_accounts_own_token_url_is_followed() -> Non
     done = answer(m, resend, 200, token_body(2))
     assert [type(a) for a in done] == [Store, ReleaseLease, Send]  # the moved call
     assert m.state is State.READY
+
+
+# -- 2. Post/Redirect/Get is not a loop ------------------------------------------------
+
+API_KEY = ApiKey("key-0123456789", "apikey-secret-value")
+
+
+def sent_call(m: Machine, method: str, path: str = "booking/create") -> Send:
+    data = {"item_id": "1"} if method != "GET" else None
+    _, send = m.handle(CallRequested(now=NOW, method=method, path=path, data=data))
+    assert isinstance(send, Send)
+    return send
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("oauth", [True, False], ids=["bearer", "api-key"])
+@pytest.mark.parametrize("where", ["same-url", "same-url-absolute", "other-path"])
+def test_post_redirect_get_to_the_same_url_is_followed(
+    method: str, oauth: bool, where: str
+) -> None:
+    """A POST answered 303 with Location equal to the request URL was processed;
+    the follow-up is a GET of that URL, not a loop."""
+    m = (
+        Machine(Account.parse("acme"), APP, tokens(1))
+        if oauth
+        else Machine(Account.parse("acme"), API_KEY)
+    )
+    send = sent_call(m, method)
+    location = {
+        "same-url": send.request.url[len(ACME) :],
+        "same-url-absolute": send.request.url,
+        "other-path": "/api/3.0/booking/index",
+    }[where]
+    (get,) = answer(m, send, 303, location=location)
+    assert isinstance(get, Send)
+    assert get.request.method == "GET"
+    assert get.request.body is None
+    (deliver,) = answer(m, get, 200, b"{}")
+    assert isinstance(deliver, Deliver)
+    # But the GET redirected to itself again is a loop.
+    send = sent_call(m, method)
+    (again,) = answer(m, send, 303, location=send.request.url)
+    assert isinstance(again, Send)
+    (fail,) = answer(m, again, 303, location=send.request.url)
+    assert isinstance(fail, Fail)
+    assert isinstance(fail.error, UntrustedRedirect)
+    assert "loops back" in fail.error.message
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_same_method_to_the_same_url_is_still_a_loop(status: int) -> None:
+    m = Machine(Account.parse("acme"), API_KEY)
+    send = sent_call(m, "POST")
+    (fail,) = answer(m, send, status, location=send.request.url)
+    assert isinstance(fail, Fail)
+    assert isinstance(fail.error, UntrustedRedirect)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "/api/3.0/booking/index",  # the account's own origin
+        NA1 + "/api/3.0/booking/index",  # a trusted migration target
+    ],
+)
+def test_loop_error_does_not_suggest_trusting_a_host(location: str) -> None:
+    """A loop means the target was trusted already: the hint is to check the URL,
+    not to add the host to trusted_hosts."""
+    m = Machine(Account.parse("acme"), API_KEY)
+    send = sent_call(m, "GET", "item")
+    (again,) = answer(m, send, 302, location=location)
+    assert isinstance(again, Send)
+    (fail,) = answer(m, again, 302, location=location)
+    assert isinstance(fail, Fail)
+    error = fail.error
+    assert isinstance(error, UntrustedRedirect)
+    assert "loops back" in error.message
+    assert "trusted_hosts" not in error.message
+    assert "new origin" not in error.message
+    assert "check the account URL and the path" in error.message
+
+
+def test_too_many_redirects_does_not_suggest_trusting_a_host() -> None:
+    m = Machine(Account.parse("acme"), API_KEY)
+    send = sent_call(m, "GET", "booking/index")
+    for hop in range(5):
+        (follow,) = answer(m, send, 302, location=f"/api/3.0/booking/index?hop={hop}")
+        assert isinstance(follow, Send)
+        send = follow
+    (fail,) = answer(m, send, 302, location="/api/3.0/booking/index?hop=9")
+    assert isinstance(fail, Fail)
+    assert "more than 5 redirects" in fail.error.message
+    assert "trusted_hosts" not in fail.error.message
