@@ -24,6 +24,7 @@ __all__ = [
     "ActionRequired",
     "AuthorizationDenied",
     "CfauthError",
+    "ClientCredentialsRejected",
     "CodeExpired",
     "CredentialsRejected",
     "InsecureTransport",
@@ -105,14 +106,18 @@ class TransportError(CfauthError):
 class RefreshFailed(CfauthError):
     """The token refresh did not succeed, but the grant is intact.
 
-    The next call may refresh again.
+    The next call may refresh again.  ``status`` is the token URL's HTTP status,
+    if it answered at all.
     """
 
     retryable = True
 
-    def __init__(self, message: str, *, cause: CfauthError | None = None) -> None:
+    def __init__(
+        self, message: str, *, cause: CfauthError | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.cause = cause
+        self.status = status
 
 
 class ActionRequired(CfauthError):
@@ -133,6 +138,19 @@ class CredentialsRejected(ActionRequired):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ClientCredentialsRejected(ActionRequired):
+    """The token URL refused the OAuth2 client id and secret (``invalid_client``).
+
+    A configuration error: the grant and its tokens are intact.  ``status`` is
+    the HTTP status; ``cause`` the server's :class:`OAuthError`.
+    """
+
+    def __init__(self, message: str, *, status: int | None, cause: CfauthError) -> None:
+        super().__init__(message)
+        self.status = status
+        self.cause = cause
 
 
 class UntrustedRedirect(ActionRequired):

@@ -60,6 +60,7 @@ from ._credentials import ApiKey, Credential, OAuth2App
 from ._errors import (
     AuthorizationDenied,
     CfauthError,
+    ClientCredentialsRejected,
     CodeExpired,
     CredentialsRejected,
     InvalidInput,
@@ -855,6 +856,15 @@ class Machine:
     def _token_request_failed(
         self, pending: _TokenRequest, error: CfauthError, now: float, actions: list[Action]
     ) -> None:
+        if isinstance(error, OAuthError) and error.error == "invalid_client":
+            error = ClientCredentialsRejected(
+                f"the token URL refused the OAuth2 client id and secret ({error.message}): "
+                "check the client id and secret under Manage > Developer in Checkfront "
+                "and pass the right ones in OAuth2App"
+                + ("; the tokens are kept" if pending.purpose == "refresh" else ", then log in"),
+                status=error.status,
+                cause=error,
+            )
         if pending.purpose == "exchange":
             if (
                 pending.deadline is not None
@@ -879,11 +889,14 @@ class Machine:
         if _grant_lost(error):
             self._lose_grant("the refresh token was refused", error, actions)
             return
-        failure = RefreshFailed(
-            f"the token refresh failed ({error.message}); the tokens are unchanged and the "
-            "next call will try again",
-            cause=error,
-        )
+        failure: CfauthError = error
+        if not isinstance(error, ClientCredentialsRejected):
+            failure = RefreshFailed(
+                f"the token refresh failed ({error.message}); the tokens are unchanged and "
+                "the next call will try again",
+                cause=error,
+                status=getattr(error, "status", None),
+            )
         self._goto(Trigger.REFRESH_FAILED)
         actions.append(RefreshAborted(failure))
         self._fail_waiting(failure, actions)
@@ -1105,12 +1118,12 @@ def _grant_lost(error: CfauthError) -> bool:
     """Whether a refresh failure means the grant is gone for good.
 
     RFC 6749 section 5.2: ``invalid_grant`` is "The provided authorization
-    grant ... or refresh token is invalid, expired, revoked"; Checkfront
-    also answers a dead refresh token with a 400 or 401.
+    grant ... or refresh token is invalid, expired, revoked".  Nothing else
+    ends a grant: ``invalid_client`` is a configuration error, and an answer
+    that is not an OAuth error object (a proxy's HTML page, a 5xx, a
+    ``temporarily_unavailable``) is transient.
     """
-    if isinstance(error, OAuthError):
-        return error.error == "invalid_grant" or error.status in (400, 401)
-    return isinstance(error, RemoteProtocolError) and error.status in (400, 401)
+    return isinstance(error, OAuthError) and error.error == "invalid_grant"
 
 
 def _callback_params(url: str) -> dict[str, list[str]]:

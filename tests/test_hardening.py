@@ -17,16 +17,23 @@ from cfauth_core import (
     Account,
     AccountMoved,
     Action,
+    ActionRequired,
     ApiKey,
+    AuthorizationFailed,
+    AuthorizationLost,
     AuthorizationRequested,
     CallbackReceived,
     CallRequested,
+    ClientCredentialsRejected,
     ClockTick,
     Deliver,
     Fail,
     Machine,
     OAuth2App,
+    ReauthorizationRequired,
+    RefreshAborted,
     RefreshDue,
+    RefreshFailed,
     ReleaseLease,
     ResponseReceived,
     Send,
@@ -254,3 +261,119 @@ def test_too_many_redirects_does_not_suggest_trusting_a_host() -> None:
     assert isinstance(fail, Fail)
     assert "more than 5 redirects" in fail.error.message
     assert "trusted_hosts" not in fail.error.message
+
+
+# -- 3. only invalid_grant ends a grant ---------------------------------------------------
+
+
+def refresh_in_flight(calls: int = 2) -> tuple[Machine, Send, list[int]]:
+    """An expiring grant: calls wait while the refresh is in flight."""
+    m = Machine(Account.parse("acme"), APP, tokens(1, at=NOW - 13_900))
+    ids = []
+    for _ in range(calls):
+        actions = m.handle(CallRequested(now=NOW, method="GET", path="booking/index"))
+        ids.append(actions[0].call_id)  # type: ignore[attr-defined]
+    assert m.state is State.LEASING
+    (refresh,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    return m, refresh, ids
+
+
+def assert_grant_kept(m: Machine, before: TokenSet | None) -> None:
+    assert m.state is State.READY
+    assert m.tokens == before
+    # The same refresh token is sent again on the next refresh: it was not blocked.
+    actions = m.handle(CallRequested(now=NOW + 1, method="GET", path="booking/index"))
+    assert isinstance(actions[-1], RefreshDue)
+    (again,) = m.handle(TokensLoaded(now=NOW + 1, tokens=before))
+    assert isinstance(again, Send)
+    assert b"refresh-0001" in (again.request.body or b"")
+    # And the stored pair is adopted again if the store offers it.
+    m2 = Machine(Account.parse("acme"), APP)
+    m2.handle(TokensLoaded(now=NOW, tokens=before))
+    assert m2.tokens == before
+
+
+@pytest.mark.parametrize("status", [400, 401])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"error":"invalid_client","error_description":"The client credentials are invalid"}',
+        b'{"error":"invalid_client"}',
+    ],
+)
+def test_invalid_client_on_refresh_keeps_the_grant(status: int, body: bytes) -> None:
+    m, refresh, ids = refresh_in_flight()
+    before = m.tokens
+    done = answer(m, refresh, status, body)
+    kinds = [type(a) for a in done]
+    assert Store not in kinds
+    assert AuthorizationLost not in kinds
+    assert ReleaseLease in kinds
+    (aborted,) = only(done, RefreshAborted)
+    error = aborted.error
+    assert isinstance(error, ClientCredentialsRejected)
+    assert isinstance(error, ActionRequired)
+    assert not error.retryable
+    assert error.status == status
+    assert "client id and secret" in error.message
+    assert "Manage > Developer" in error.message
+    assert [f.call_id for f in only(done, Fail)] == ids
+    assert all(f.error is error for f in only(done, Fail))
+    assert_grant_kept(m, before)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, b"<html><body>Bad Request</body></html>"),
+        (401, b"<html><body>Authorization Required</body></html>"),
+        (401, b""),
+        (400, b""),
+        (500, b"<html>Internal Server Error</html>"),
+        (502, b"Bad Gateway"),
+        (503, b'{"error":"temporarily_unavailable"}'),
+        (400, b'{"error":"temporarily_unavailable"}'),
+        (400, b'{"error":"invalid_request","error_description":"The request is missing"}'),
+        (200, b'{"error":"server_error"}'),
+        (400, b'["not", "an", "error", "object"]'),
+    ],
+)
+def test_refresh_answers_that_are_not_invalid_grant_keep_the_grant(
+    status: int, body: bytes
+) -> None:
+    m, refresh, ids = refresh_in_flight()
+    before = m.tokens
+    done = answer(m, refresh, status, body)
+    assert AuthorizationLost not in [type(a) for a in done]
+    (aborted,) = only(done, RefreshAborted)
+    error = aborted.error
+    assert isinstance(error, RefreshFailed)
+    assert error.retryable
+    assert error.status == status
+    assert f"HTTP {status}" in error.message
+    assert [f.call_id for f in only(done, Fail)] == ids
+    assert_grant_kept(m, before)
+
+
+@pytest.mark.parametrize("status", [200, 400, 401])
+def test_only_invalid_grant_loses_the_grant(status: int) -> None:
+    m, refresh, _ = refresh_in_flight()
+    done = answer(m, refresh, status, b'{"error":"invalid_grant"}')
+    (lost,) = only(done, AuthorizationLost)
+    assert isinstance(lost.error, ReauthorizationRequired)
+    assert m.state is State.REAUTHORIZATION_REQUIRED
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_invalid_client_on_exchange_says_to_check_the_client_credentials(status: int) -> None:
+    m = Machine(Account.parse("acme"), APP)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    (exchange,) = m.handle(
+        CallbackReceived(now=NOW, url=f"https://app.example/callback?code=c0de&state={STATE}")
+    )
+    assert isinstance(exchange, Send)
+    (failed,) = answer(m, exchange, status, b'{"error":"invalid_client"}')
+    assert isinstance(failed, AuthorizationFailed)
+    assert isinstance(failed.error, ClientCredentialsRejected)
+    assert "client id and secret" in failed.error.message

@@ -22,6 +22,7 @@ from cfauth_core import (
     CallbackReceived,
     CallRequested,
     CfauthError,
+    ClientCredentialsRejected,
     CodeExpired,
     Config,
     Fail,
@@ -603,7 +604,9 @@ def test_exchange_error_never_shows_the_client_secret() -> None:
         ResponseReceived(now=NOW + 1, request_id=send.request_id, status=401, headers=[], body=body)
     )
     error = one(actions, AuthorizationFailed).error
-    assert isinstance(error, OAuthError)
-    assert error.error == "invalid_client"
+    assert isinstance(error, ClientCredentialsRejected)
+    assert isinstance(error.cause, OAuthError)
+    assert error.cause.error == "invalid_client"
     assert CLIENT_SECRET not in str(error)
+    assert CLIENT_SECRET not in str(error.cause)
     assert "bad secret" in str(error)

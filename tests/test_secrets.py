@@ -292,6 +292,7 @@ def failing_refresh_flows() -> Iterator[Specimen]:
     for status, body in [
         (500, f"<html>upstream said {OAUTH_ECHO}</html>".encode()),
         (503, {"error": "temporarily_unavailable", "error_description": OAUTH_ECHO}),
+        (401, {"error": "invalid_client", "error_description": OAUTH_ECHO}),
         (200, {"access_token": f"{NEW_ACCESS} {OAUTH_ECHO}", "refresh_token": NEW_REFRESH}),
     ]:
         machine = Machine(ACCOUNT, APP, tokens())
