@@ -22,12 +22,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from enum import Enum
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from ._errors import InsecureTransport, InvalidInput, UntrustedRedirect
 from ._record import Record, _new
 
-__all__ = ["Account", "Params", "RedirectKind", "RedirectTarget", "refuse_redirect", "shown"]
+__all__ = [
+    "Account",
+    "Params",
+    "RedirectKind",
+    "RedirectTarget",
+    "is_oauth_path",
+    "refuse_redirect",
+    "shown",
+]
 
 #: Query or form parameters: a mapping or a sequence of pairs.  Values that are
 #: lists or tuples repeat the key (``item_id[]=1&item_id[]=2``).
@@ -455,3 +463,33 @@ def refuse_redirect(shown_location: str, why: str, *, hint: str = _TRUST_HINT) -
         f"redirect to '{shown_location}' refused: {why}; no credentials were sent there. " + hint,
         location=shown_location,
     )
+
+
+def is_oauth_path(path: str) -> bool:
+    """Whether a server could read ``path`` as one of the OAuth endpoints (``/oauth*``).
+
+    API credentials never go there.  The path is compared the way a lenient
+    server may read it: percent-decoded (repeatedly, so ``%256f`` counts too),
+    backslashes as slashes, dot segments removed (RFC 3986 section 5.2.4),
+    empty segments dropped (``//oauth``), Unicode compatibility forms folded
+    (NFKC) and case folded.  So ``/%6fauth/token/``, ``/%2e/oauth/token/``,
+    ``/api/%2e%2e/oauth/`` and ``/OAUTH/`` all count.
+    """
+    text = path.split("?", 1)[0]
+    for _ in range(5):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    if not text.isascii():
+        from unicodedata import normalize  # noqa: PLC0415  (rare: imported when needed)
+
+        text = normalize("NFKC", text)
+    segments: list[str] = []
+    for segment in text.replace("\\", "/").casefold().split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return bool(segments) and segments[0].startswith("oauth")

@@ -37,7 +37,14 @@ import re
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ._account import Account, RedirectKind, RedirectTarget, refuse_redirect, shown
+from ._account import (
+    Account,
+    RedirectKind,
+    RedirectTarget,
+    is_oauth_path,
+    refuse_redirect,
+    shown,
+)
 from ._actions import (
     AccountMoved,
     Action,
@@ -568,7 +575,7 @@ class Machine:
         except UntrustedRedirect as error:
             self._fail(call, error, actions)
             return
-        if urlsplit(target.url).path.lower().startswith("/oauth"):
+        if is_oauth_path(urlsplit(target.url).path):
             refused = refuse_redirect(
                 scrub(shown(location), self._secrets(), 10_000),
                 "API credentials never go to the OAuth endpoints",

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cfauth_core import (
     Account,
@@ -43,6 +45,7 @@ from cfauth_core import (
     TokensLoaded,
     UntrustedRedirect,
 )
+from cfauth_core._account import is_oauth_path
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -377,3 +380,88 @@ def test_invalid_client_on_exchange_says_to_check_the_client_credentials(status:
     assert isinstance(failed, AuthorizationFailed)
     assert isinstance(failed.error, ClientCredentialsRejected)
     assert "client id and secret" in failed.error.message
+
+
+# -- 5. API credentials never go to /oauth*, however the path is spelt ---------------------
+
+
+def _spell(text: str, draw: st.DrawFn) -> str:
+    out = []
+    for char in text:
+        how = draw(st.sampled_from(["keep", "upper", "pct", "pct-upper", "pct-twice"]))
+        if how == "upper":
+            out.append(char.upper())
+        elif how == "pct":
+            out.append(f"%{ord(char):02x}")
+        elif how == "pct-upper":
+            out.append(f"%{ord(char):02X}")
+        elif how == "pct-twice":
+            out.append(f"%25{ord(char):02x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@st.composite
+def oauth_paths(draw: st.DrawFn) -> str:
+    """``/oauth/token/`` or ``/oauth/`` as a hostile server may spell it."""
+    prefix = draw(
+        st.lists(
+            st.sampled_from(
+                ["", ".", "%2e", "%2E", "api/..", "api/3.0/../..", "x/%2e%2e", "x/%2E.", "./."]
+            ),
+            max_size=3,
+        )
+    )
+    word = _spell("oauth", draw)
+    rest = draw(st.sampled_from(["/token/", "/", "/token", "", "/token/?x=1", ";x=1/token/"]))
+    if "/" in rest and draw(st.booleans()):
+        rest = "/" + _spell(rest.strip("/"), draw) + "/"
+    path = "/".join(["", *prefix, word]) + rest
+    if draw(st.booleans()):
+        path = "/" + path  # //oauth...
+    return path
+
+
+@given(path=oauth_paths(), oauth=st.booleans(), status=st.sampled_from([301, 302, 307, 308]))
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+def test_call_redirect_to_any_spelling_of_oauth_is_refused(
+    path: str, oauth: bool, status: int
+) -> None:
+    m = (
+        Machine(Account.parse("acme"), APP, tokens(1))
+        if oauth
+        else Machine(Account.parse("acme"), API_KEY)
+    )
+    send = sent_call(m, "GET", "booking/index")
+    for location in (path, ACME + path, NA1 + path):
+        actions = answer(m, send, status, location=location)
+        assert not only(actions, Send), f"credentials followed {location!r}"
+        (fail,) = only(actions, Fail)
+        assert isinstance(fail.error, UntrustedRedirect)
+        send = sent_call(m, "GET", "booking/index")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/%6fauth/token/",
+        "/%2e/oauth/token/",
+        "/OAUTH/",
+        "//oauth/token/",
+        "/api/%2e%2e/oauth/token/",
+        "/api/3.0/%2E%2E/%2e%2e/oauth/token/",
+        "/%4F%41%55%54%48/TOKEN/",
+        "/%256fauth/token/",
+        "/\uff4fauth/token/",
+    ],
+)
+def test_is_oauth_path_examples(path: str) -> None:
+    assert is_oauth_path(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/3.0/booking/index", "/api/3.0/oauth/token/", "/", "", "/api/3.0/%6fauth"]
+)
+def test_api_paths_are_not_oauth_paths(path: str) -> None:
+    assert not is_oauth_path(path)

@@ -86,6 +86,7 @@ from cfauth_core import (
     TokensLoaded,
 )
 from cfauth_core import Account as _Account
+from cfauth_core._account import is_oauth_path
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -107,9 +108,6 @@ MIGRATION_ORIGIN = re.compile(r"https://acme\.manage\.[a-z]{2}[0-9]{1,2}\.bookin
 #: focused test passes.
 KNOWN_CORE_BUGS: frozenset[str] = frozenset(
     {
-        # An API call redirected (same origin) to /oauth/token/ carries its
-        # bearer token or API key to the token URL.
-        "call-redirect-to-token-url",
         # Under the lease, stored tokens with a different refresh token but an
         # older updated_at (clock skew between processes) are ignored and the
         # rotated-out refresh token is sent.
@@ -227,8 +225,10 @@ LOCATIONS: dict[str, str] = {
     "protocol-relative": "//evil.example/api/3.0/",
     "loop": "{SELF}",
 }
-if "call-redirect-to-token-url" not in KNOWN_CORE_BUGS:
-    LOCATIONS["token-url"] = "/oauth/token/"
+LOCATIONS["token-url"] = "/oauth/token/"
+LOCATIONS["token-url-encoded"] = "/%6fauth/token/"
+LOCATIONS["token-url-dot"] = "/%2e/oauth/token/"
+LOCATIONS["token-url-na1"] = NA1 + "//OAUTH/token/"
 
 CALL_REPLIES: list[Reply] = [
     Reply("200", 200, (("Content-Type", "application/json"),), b'{"request":{"status":"OK"}}'),
@@ -435,7 +435,7 @@ class Harness(RuleBasedStateMachine):
         if send.purpose == "call":
             assert send.call_id in self.open
             # (b) API credentials never to the token URL, client secret never on a call.
-            assert parts.path != TOKEN_PATH, f"(b) {request!r}"
+            assert not is_oauth_path(parts.path), f"(b) {request!r}"
             assert CLIENT_SECRET not in request.url
             assert CLIENT_B64 not in auth
             assert CLIENT_SECRET.encode() not in body
