@@ -323,7 +323,12 @@ class Account(Record):
         segments = path.split("/")
         if ".." in segments or "." in segments:
             raise InvalidInput(f"path {path!r}: '.' and '..' segments are not allowed")
-        return self.api_base + path.lstrip("/")
+        path = path.lstrip("/")
+        # 'api/3.0/booking/index' means 'booking/index': the base is not doubled.
+        base = self.api_base.lstrip("/")
+        if path.startswith(base):
+            path = path[len(base) :]
+        return self.api_base + path
 
     def moved_to(self, origin: str) -> Account:
         """This account at a new origin (after a migration)."""

@@ -80,6 +80,19 @@ class RemoteProtocolError(CfauthError):
         self.status = status
 
 
+#: What to do next, for the OAuth error codes of RFC 6749 and RFC 6750.
+_OAUTH_NEXT_STEPS = {
+    "invalid_grant": "log in again (a new OAuth2 authorization)",
+    "invalid_client": "check the client id and secret under Manage > Developer in Checkfront",
+    "unauthorized_client": "check the OAuth2 application's settings under Manage > Developer",
+    "invalid_token": "log in again if a refresh does not help",
+    "insufficient_scope": "check that the account's user may access this resource",
+    "temporarily_unavailable": "try again later",
+    "server_error": "try again later",
+}
+_OAUTH_DEFAULT_STEP = "check the request against the description, then try again"
+
+
 class OAuthError(CfauthError):
     """An OAuth error response: ``error`` and ``error_description`` from the server."""
 
@@ -89,12 +102,18 @@ class OAuthError(CfauthError):
         self.error = error
         self.description = description
         self.status = status
-        text = f"the server answered OAuth error {error!r}"
+        text = f"{self._what()} {error!r}"
         if description:
             text += f" ({description!r})"
         if status is not None:
             text += f" with HTTP {status}"
-        super().__init__(text)
+        super().__init__(f"{text}: {self._next_step(error)}")
+
+    def _what(self) -> str:
+        return "the server answered OAuth error"
+
+    def _next_step(self, error: str) -> str:
+        return _OAUTH_NEXT_STEPS.get(error, _OAUTH_DEFAULT_STEP)
 
 
 class TransportError(CfauthError):
@@ -171,6 +190,17 @@ class StateMismatch(ActionRequired):
 
 class AuthorizationDenied(OAuthError, ActionRequired):
     """The authorization server sent the user back with an error (e.g. ``access_denied``)."""
+
+    def _what(self) -> str:
+        return "the login was not authorized: the authorization server sent back error"
+
+    def _next_step(self, error: str) -> str:
+        if error == "access_denied":
+            return "start the login again if the user wants to allow access"
+        return (
+            "check the OAuth2 application's settings under Manage > Developer, "
+            "then start the login again"
+        )
 
 
 class CodeExpired(ActionRequired):

@@ -123,8 +123,10 @@ class Config(Record):
     """Tunable behaviour; the defaults suit Checkfront.
 
     ``refresh_leeway``: refresh when the access token has this many seconds
-    left (300).  ``keep_alive_before``: refresh when the refresh token has this
-    many seconds left (1 day).  ``max_redirects``: redirect hops followed per
+    left (300), capped at half the token's lifetime (from ``updated_at`` to
+    ``expires_at``) so that short-lived tokens do not refresh on every call.
+    ``keep_alive_before``: refresh when the refresh token has this many
+    seconds left (1 day).  ``max_redirects``: redirect hops followed per
     request (5).  ``max_rate_limit_retries``: retries of a call answered 429,
     or 503 with Retry-After (3).  ``max_retry_wait``: the longest wait
     honoured; a longer Retry-After fails the call at once (300).

@@ -21,6 +21,7 @@ from cfauth_core import (
     Action,
     ActionRequired,
     ApiKey,
+    AuthorizationDenied,
     AuthorizationFailed,
     AuthorizationLost,
     AuthorizationRequested,
@@ -28,10 +29,13 @@ from cfauth_core import (
     CallRequested,
     ClientCredentialsRejected,
     ClockTick,
+    Config,
     Deliver,
     Fail,
+    InvalidTokenRecord,
     Machine,
     OAuth2App,
+    OAuthError,
     ReauthorizationRequired,
     RefreshAborted,
     RefreshDue,
@@ -465,3 +469,82 @@ def test_is_oauth_path_examples(path: str) -> None:
 )
 def test_api_paths_are_not_oauth_paths(path: str) -> None:
     assert not is_oauth_path(path)
+
+
+# -- 7. every message says what to do next ----------------------------------------------
+
+#: Words that name a next step; every message holds one of them.
+NEXT_STEP = (
+    "check",
+    "log in",
+    "try again",
+    "retry",
+    "start the login",
+    "pass ",
+    "use ",
+    "fix",
+    "slow down",
+)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OAuthError("invalid_request"),
+        OAuthError("invalid_request", "The access token was not found.", status=400),
+        OAuthError("invalid_grant", status=400),
+        OAuthError("invalid_client", "The client credentials are invalid", status=401),
+        OAuthError("unsupported_grant_type", status=400),
+        OAuthError("insufficient_scope", "You do not have access to this resource.", status=403),
+        OAuthError("server_error"),
+        AuthorizationDenied("access_denied"),
+        AuthorizationDenied("access_denied", "The user denied access to your application"),
+        AuthorizationDenied("invalid_scope", None),
+        AuthorizationDenied("server_error", "try later"),
+    ],
+    ids=repr,
+)
+def test_oauth_errors_say_what_to_do_next(error: OAuthError) -> None:
+    message = error.message
+    assert error.error in message
+    assert any(step in message.lower() for step in NEXT_STEP), message
+
+
+def test_authorization_denied_says_to_start_the_login_again() -> None:
+    message = AuthorizationDenied("access_denied").message
+    assert "start the login again" in message
+
+
+def test_token_record_without_version_is_not_a_cfauth_record() -> None:
+    record = tokens(1).to_dict()
+    del record["version"]
+    with pytest.raises(InvalidTokenRecord) as info:
+        TokenSet.from_dict(record)
+    message = info.value.message
+    assert "not a cfauth token record" in message
+    assert "upgrade" not in message
+    assert "TokenSet.to_dict" in message
+    # An OAuth token response pasted in is not one either.
+    with pytest.raises(InvalidTokenRecord, match="not a cfauth token record"):
+        TokenSet.from_dict({"access_token": "a", "refresh_token": "b", "expires_in": 14000})
+    # A record of a newer version still says to upgrade.
+    with pytest.raises(InvalidTokenRecord, match="upgrade cfauth"):
+        TokenSet.from_dict({**tokens(1).to_dict(), "version": 2})
+
+
+@pytest.mark.parametrize("api_base", ["/api/3.0/", "/api/4.0/"])
+@pytest.mark.parametrize("prefix", ["", "/", "{base}", "{base_no_slash}"])
+@pytest.mark.parametrize("resource", ["booking/index", "item/42", "customer"])
+def test_paths_with_the_api_prefix_are_accepted_as_if_absent(
+    api_base: str, prefix: str, resource: str
+) -> None:
+    account = Account.parse("acme", api_base=api_base)
+    path = prefix.format(base=api_base, base_no_slash=api_base.lstrip("/")) + resource
+    assert account.api_path(path) == api_base + resource
+    assert account.api_url(path, {"page": 2}) == ACME + api_base + resource + "?page=2"
+
+
+def test_refresh_leeway_docstring_states_the_half_lifetime_cap() -> None:
+    doc = " ".join((Config.__doc__ or "").split())
+    assert "half" in doc
+    assert "refresh_leeway" in doc
