@@ -23,7 +23,7 @@ from ._actions import (
     Send,
     Store,
 )
-from ._credentials import ApiKey, Credential, OAuth2App
+from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     ActionRequired,
     AuthorizationDenied,
@@ -64,6 +64,7 @@ from ._tokens import ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, TokenSet
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
+    "CLIENT_AUTH_FORMS",
     "EVENTS_ALLOWED",
     "REFRESH_TOKEN_LIFETIME",
     "TRANSITIONS",

@@ -132,14 +132,21 @@ class Send(Action):
 
 
 class Store(Action):
-    """Persist these tokens before executing any later action."""
+    """Persist these tokens before executing any later action.
 
-    __slots__ = ("tokens",)
+    ``client_auth`` is the form of the client credentials the token URL
+    accepted (``"rfc6749"`` or ``"raw"``); a store may keep it with the grant
+    and give it back in ``TokensLoaded`` (or to the ``Machine``) later.
+    """
+
+    __slots__ = ("tokens", "client_auth")
     tokens: TokenSet
+    client_auth: str
 
-    def __new__(cls, tokens: TokenSet) -> Store:
+    def __new__(cls, tokens: TokenSet, client_auth: str = "rfc6749") -> Store:
         self: Store = _new(cls._fast)
         self.tokens = tokens
+        self.client_auth = client_auth
         self.__class__ = cls
         return self
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from ._account import Params
+from ._credentials import CLIENT_AUTH_FORMS
 from ._errors import InvalidInput
 from ._record import Record, _new
 from ._tokens import TokenSet
@@ -218,19 +219,26 @@ class ClockTick(Event):
 class TokensLoaded(Event):
     """The store's tokens, read under its refresh lease (the answer to
     ``RefreshDue``), or at any other time to pick up tokens another process
-    stored.  ``None`` when the store holds none."""
+    stored.  ``None`` when the store holds none.  ``client_auth`` is the form
+    of the client credentials the store recorded (``Store.client_auth``), if any."""
 
-    __slots__ = ("now", "tokens")
+    __slots__ = ("now", "tokens", "client_auth")
     now: float
     tokens: TokenSet | None
+    client_auth: str | None
 
-    def __new__(cls, *, now: float, tokens: TokenSet | None) -> TokensLoaded:
+    def __new__(
+        cls, *, now: float, tokens: TokenSet | None, client_auth: str | None = None
+    ) -> TokensLoaded:
         self: TokensLoaded = _new(cls._fast)
         _check_now(now)
         if tokens is not None and not isinstance(tokens, TokenSet):
             raise InvalidInput("tokens: pass a TokenSet or None")
+        if client_auth is not None and client_auth not in CLIENT_AUTH_FORMS:
+            raise InvalidInput("client_auth: pass 'rfc6749', 'raw' or None (what Store said)")
         self.now = now
         self.tokens = tokens
+        self.client_auth = client_auth
         self.__class__ = cls
         return self
 

@@ -63,7 +63,7 @@ from ._actions import (
     Send,
     Store,
 )
-from ._credentials import ApiKey, Credential, OAuth2App
+from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     AuthorizationDenied,
     CfauthError,
@@ -133,7 +133,12 @@ class Config(Record):
     ``default_retry_wait``: the wait for a 429 without a usable Retry-After
     (1).  ``pkce``: use PKCE S256 in logins (on).  ``exchange_window``: seconds
     within which an authorization code must be exchanged (Checkfront: 60).
-    ``user_agent``: sent with every request.
+    ``user_agent``: sent with every request.  ``client_auth``: how the OAuth2
+    client id and secret go to the token URL as HTTP Basic: ``"auto"`` (the
+    default) sends them percent-encoded (RFC 6749 section 2.3.1) and, when a
+    server answers ``invalid_client`` and encoding changed them, once more raw,
+    then keeps the form that worked (``Machine.client_auth``, ``Store.client_auth``);
+    ``"rfc6749"`` or ``"raw"`` pins one form.
     """
 
     __slots__ = (
@@ -146,6 +151,7 @@ class Config(Record):
         "pkce",
         "exchange_window",
         "user_agent",
+        "client_auth",
     )
     refresh_leeway: float
     keep_alive_before: float
@@ -156,6 +162,7 @@ class Config(Record):
     pkce: bool
     exchange_window: float
     user_agent: str
+    client_auth: str
 
     def __new__(
         cls,
@@ -169,6 +176,7 @@ class Config(Record):
         pkce: bool = True,
         exchange_window: float = 60.0,
         user_agent: str = f"cfauth/{__version__}",
+        client_auth: str = "auto",
     ) -> Config:
         self: Config = _new(cls._fast)
         self.refresh_leeway = refresh_leeway
@@ -180,6 +188,7 @@ class Config(Record):
         self.pkce = pkce
         self.exchange_window = exchange_window
         self.user_agent = user_agent
+        self.client_auth = client_auth
         for name in (
             "refresh_leeway",
             "keep_alive_before",
@@ -198,6 +207,8 @@ class Config(Record):
             raise InvalidInput("Config.user_agent: pass a string without control characters")
         if not isinstance(self.pkce, bool):
             raise InvalidInput("Config.pkce: pass True or False")
+        if client_auth not in ("auto", *CLIENT_AUTH_FORMS):
+            raise InvalidInput("Config.client_auth: pass 'auto' (the default), 'rfc6749' or 'raw'")
         self.__class__ = cls
         return self
 
@@ -249,7 +260,7 @@ class _Call:
 class _TokenRequest:
     """A request to the token URL in flight (the refresh or the code exchange)."""
 
-    __slots__ = ("deadline", "hops", "purpose", "request", "secrets", "visited")
+    __slots__ = ("deadline", "form", "hops", "purpose", "request", "secrets", "switched", "visited")
 
     def __init__(
         self,
@@ -264,6 +275,8 @@ class _TokenRequest:
         self.hops = 0
         self.visited: set[str] = {"POST " + request.url}  # method and URL: see _judge
         self.secrets = secrets  # what the body carries: refresh token, or code and verifier
+        self.form = "rfc6749"  # the form of the client credentials it carries
+        self.switched = False  # re-sent in the other form after invalid_client
 
 
 _Pending = _Call | _TokenRequest
@@ -301,6 +314,7 @@ class Machine:
         tokens: TokenSet | None = None,
         *,
         config: Config | None = None,
+        client_auth: str | None = None,
     ) -> None:
         if not isinstance(account, Account):
             raise InvalidInput("account: pass an Account, e.g. Account.parse('acme')")
@@ -310,6 +324,10 @@ class Machine:
             raise InvalidInput("tokens: pass a TokenSet or None")
         if isinstance(credential, ApiKey) and tokens is not None:
             raise InvalidInput("tokens: a token pair (ApiKey) has no OAuth2 tokens")
+        if client_auth is not None and client_auth not in CLIENT_AUTH_FORMS:
+            raise InvalidInput(
+                "client_auth: pass 'rfc6749', 'raw' (the form a store recorded) or None"
+            )
         self._config = config if config is not None else Config()
         self._account = account
         self._credential = credential
@@ -322,10 +340,9 @@ class Machine:
         self._quiet_until = _INF
         self._set_auth("")
         self._set_tokens(tokens)
-        # The client credentials for the token URL ("" for a token pair, which has none).
-        self._client_authorization = (
-            credential.token_authorization if isinstance(credential, OAuth2App) else ""
-        )
+        self._client_auth = "rfc6749"
+        self._client_authorization = ""  # for the token URL; a token pair has none
+        self._use_client_auth(client_auth or "rfc6749")
         if isinstance(credential, ApiKey):
             self._set_auth(credential.authorization)
             self._enter(State.READY)
@@ -357,6 +374,13 @@ class Machine:
     def tokens(self) -> TokenSet | None:
         """The current OAuth2 tokens (``None`` for a token pair or before login)."""
         return self._tokens
+
+    @property
+    def client_auth(self) -> str:
+        """The form of the client credentials sent to the token URL: ``"rfc6749"``
+        (percent-encoded) or ``"raw"``.  With ``Config(client_auth="auto")`` it
+        changes to the form that worked; stores may persist it (see ``Store``)."""
+        return self._client_auth
 
     @property
     def config(self) -> Config:
@@ -414,6 +438,13 @@ class Machine:
                 keep_alive_from if tokens.updated_at < keep_alive_from else _INF,
             )
 
+    def _use_client_auth(self, form: str) -> None:
+        pinned = self._config.client_auth
+        self._client_auth = form if pinned == "auto" else pinned
+        credential = self._credential
+        if isinstance(credential, OAuth2App):
+            self._client_authorization = credential.token_authorization_in(self._client_auth)
+
     def _set_auth(self, header: str) -> None:
         self._auth_header = header
         self._base_headers = (("Authorization", header), *self._static_headers)
@@ -424,7 +455,11 @@ class Machine:
         if isinstance(credential, ApiKey):
             found = [credential.secret, credential.authorization[6:]]  # and its base64
         else:
-            found = [credential.client_secret, credential.token_authorization[6:]]
+            found = [
+                credential.client_secret,
+                credential.token_authorization_in("rfc6749")[6:],
+                credential.token_authorization_in("raw")[6:],
+            ]
         found += extra
         if self._tokens is not None:
             found += [self._tokens.access_token, self._tokens.refresh_token]
@@ -728,6 +763,8 @@ class Machine:
     def _on_tokens_loaded(self, event: TokensLoaded) -> list[Action]:
         if not self._oauth:
             raise LocalProtocolError("a token pair (ApiKey) has no OAuth2 tokens to load")
+        if event.client_auth is not None:
+            self._use_client_auth(event.client_auth)
         loaded = event.tokens
         current = self._tokens
         leasing = self._state is State.LEASING
@@ -790,6 +827,7 @@ class Machine:
             body.encode("ascii"),
         )
         pending = _TokenRequest(purpose, request, deadline, secrets)
+        pending.form = self._client_auth
         request_id = self._request_id()
         self._pending[request_id] = pending
         actions.append(Send(request_id, request, None, purpose, deadline))
@@ -825,10 +863,13 @@ class Machine:
                 secrets=self._secrets(pending.secrets),
             )
         except CfauthError as error:
-            self._token_request_failed(pending, error, event.now, actions)
+            if not self._switch_client_auth(pending, error, actions):
+                self._token_request_failed(pending, error, event.now, actions)
             return actions
+        if pending.form != self._client_auth:
+            self._use_client_auth(pending.form)  # the other form worked: keep it
         self._set_tokens(tokens)
-        actions.append(Store(tokens))
+        actions.append(Store(tokens, self._client_auth))
         if pending.purpose == "refresh":
             actions.append(ReleaseLease())
             self._goto(Trigger.REFRESH_SUCCEEDED)
@@ -837,6 +878,39 @@ class Machine:
             self._goto(Trigger.EXCHANGE_SUCCEEDED)
         self._release_waiting(event.now, actions)
         return actions
+
+    def _switch_client_auth(
+        self, pending: _TokenRequest, error: CfauthError, actions: list[Action]
+    ) -> bool:
+        """After ``invalid_client``, re-send the token request once with the client
+        credentials in the other form, if encoding changes them and no form is pinned.
+
+        Servers disagree on RFC 6749 section 2.3.1: some form-decode the Basic
+        credentials, some only percent-decode them, some compare them raw.  The
+        percent-encoded form suits every decoding server; the raw one the rest.
+        """
+        credential = self._credential
+        if (
+            pending.switched
+            or not isinstance(error, OAuthError)
+            or error.error != "invalid_client"
+            or self._config.client_auth != "auto"
+            or not isinstance(credential, OAuth2App)
+            or not credential.encoding_changes
+        ):
+            return False
+        pending.switched = True
+        pending.form = "raw" if pending.form == "rfc6749" else "rfc6749"
+        old = pending.request
+        header = ("Authorization", credential.token_authorization_in(pending.form))
+        headers = tuple(
+            header if name == "Authorization" else (name, value) for name, value in old.headers
+        )
+        pending.request = Request(old.method, old.url, headers, old.body)
+        request_id = self._request_id()
+        self._pending[request_id] = pending
+        actions.append(Send(request_id, pending.request, None, pending.purpose, pending.deadline))
+        return True
 
     def _follow_token_redirect(
         self, pending: _TokenRequest, event: ResponseReceived, location: str, actions: list[Action]
@@ -866,9 +940,15 @@ class Machine:
         self, pending: _TokenRequest, error: CfauthError, now: float, actions: list[Action]
     ) -> None:
         if isinstance(error, OAuthError) and error.error == "invalid_client":
+            both = (
+                " in both forms tried (RFC 6749 form-encoded and raw)" if pending.switched else ""
+            )
             error = ClientCredentialsRejected(
-                f"the token URL refused the OAuth2 client id and secret ({error.message}): "
-                "check the client id and secret under Manage > Developer in Checkfront "
+                f"the token URL refused the OAuth2 client id and secret{both}: the server "
+                f"answered 'invalid_client'"
+                + (f" ({error.description!r})" if error.description else "")
+                + (f" with HTTP {error.status}" if error.status is not None else "")
+                + "; check the client id and secret under Manage > Developer in Checkfront "
                 "and pass the right ones in OAuth2App"
                 + ("; the tokens are kept" if pending.purpose == "refresh" else ", then log in"),
                 status=error.status,

@@ -7,9 +7,11 @@ grant: every token request ends, the lease is released, calls end.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from typing import TypeVar
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given, settings
@@ -32,6 +34,7 @@ from cfauth_core import (
     Config,
     Deliver,
     Fail,
+    InvalidInput,
     InvalidTokenRecord,
     Machine,
     OAuth2App,
@@ -548,3 +551,178 @@ def test_refresh_leeway_docstring_states_the_half_lifetime_cap() -> None:
     doc = " ".join((Config.__doc__ or "").split())
     assert "half" in doc
     assert "refresh_leeway" in doc
+
+
+# -- 4. client authentication that works on real servers ---------------------------------
+
+SPECIAL_SECRET = "s+c:r%t ë/x=y"
+SPECIAL_APP = OAuth2App("app-1", SPECIAL_SECRET, "https://app.example/callback")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def client_header(send: Send) -> str:
+    return dict(send.request.headers)["Authorization"]
+
+
+def special_refresh(
+    config: Config | None = None, client_auth: str | None = None
+) -> tuple[Machine, Send]:
+    m = Machine(
+        Account.parse("acme"),
+        SPECIAL_APP,
+        tokens(1, at=NOW - 13_900),
+        config=config,
+        client_auth=client_auth,
+    )
+    m.handle(ClockTick(now=NOW))
+    (refresh,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    return m, refresh
+
+
+ENCODED = basic("app-1", quote(SPECIAL_SECRET, safe=""))
+RAW = basic("app-1", SPECIAL_SECRET)
+INVALID_CLIENT = (
+    b'{"error":"invalid_client","error_description":"The client credentials are invalid"}'
+)
+
+
+def test_client_credentials_are_percent_encoded_with_space_as_20() -> None:
+    """The one encoded form every decoding server reads back: '+' as %2B, ' ' as %20."""
+    assert SPECIAL_APP.token_authorization == ENCODED
+    user, _, password = base64.b64decode(ENCODED[6:]).decode().partition(":")
+    assert user == "app-1"
+    assert password == "s%2Bc%3Ar%25t%20%C3%AB%2Fx%3Dy"
+    assert "+" not in password
+
+
+@given(
+    client_id=st.text("abcdefABCDEF0123456789-._~", min_size=1, max_size=40),
+    secret=st.text("abcdefABCDEF0123456789", min_size=1, max_size=64),
+)
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+def test_plain_secrets_send_exactly_what_they_sent_before(client_id: str, secret: str) -> None:
+    app = OAuth2App(client_id, secret, "https://app.example/callback")
+    expected = basic(quote_plus(client_id, safe=""), quote_plus(secret, safe=""))
+    assert app.token_authorization == expected == basic(client_id, secret)
+    # And no fallback: invalid_client is final at once.
+    m = Machine(Account.parse("acme"), app, tokens(1, at=NOW - 13_900))
+    m.handle(ClockTick(now=NOW))
+    (refresh,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    done = answer(m, refresh, 401, INVALID_CLIENT)
+    assert not only(done, Send)
+    (aborted,) = only(done, RefreshAborted)
+    assert isinstance(aborted.error, ClientCredentialsRejected)
+    assert "both" not in aborted.error.message
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_raw_form_is_tried_once_after_invalid_client_and_kept(status: int) -> None:
+    """A server that compares the credentials raw refuses the encoded form: cfauth
+    re-sends once with the raw form, and keeps using the form that worked."""
+    m, refresh = special_refresh()
+    assert m.client_auth == "rfc6749"
+    assert client_header(refresh) == ENCODED
+    (retry,) = answer(m, refresh, status, INVALID_CLIENT)
+    assert isinstance(retry, Send)
+    assert retry.purpose == "refresh"
+    assert retry.request.url == refresh.request.url
+    assert retry.request.body == refresh.request.body
+    assert client_header(retry) == RAW
+    done = answer(m, retry, 200, token_body(2))
+    (store,) = only(done, Store)
+    assert store.client_auth == "raw"
+    assert m.client_auth == "raw"
+    assert only(done, ReleaseLease)
+    # The next refresh goes raw straight away.
+    later = NOW + 14_000
+    m.handle(ClockTick(now=later))
+    (again,) = m.handle(TokensLoaded(now=later, tokens=m.tokens))
+    assert isinstance(again, Send)
+    assert client_header(again) == RAW
+
+
+def test_when_both_forms_fail_the_error_says_so() -> None:
+    m, refresh = special_refresh()
+    (retry,) = answer(m, refresh, 401, INVALID_CLIENT)
+    assert isinstance(retry, Send)
+    done = answer(m, retry, 401, INVALID_CLIENT)
+    assert not only(done, Send)
+    (aborted,) = only(done, RefreshAborted)
+    error = aborted.error
+    assert isinstance(error, ClientCredentialsRejected)
+    assert "both" in error.message
+    assert "form-encoded" in error.message
+    assert "raw" in error.message
+    assert SPECIAL_SECRET not in error.message
+    assert m.client_auth == "rfc6749"
+    assert m.tokens == tokens(1, at=NOW - 13_900)
+
+
+def test_a_learnt_raw_form_falls_back_to_the_encoded_one() -> None:
+    m, refresh = special_refresh(client_auth="raw")
+    assert client_header(refresh) == RAW
+    (retry,) = answer(m, refresh, 401, INVALID_CLIENT)
+    assert isinstance(retry, Send)
+    assert client_header(retry) == ENCODED
+    done = answer(m, retry, 200, token_body(2))
+    assert only(done, Store)[0].client_auth == "rfc6749"
+
+
+@pytest.mark.parametrize("pinned", ["rfc6749", "raw"])
+def test_a_pinned_form_never_falls_back(pinned: str) -> None:
+    m, refresh = special_refresh(Config(client_auth=pinned), client_auth="raw")
+    assert client_header(refresh) == (ENCODED if pinned == "rfc6749" else RAW)
+    done = answer(m, refresh, 401, INVALID_CLIENT)
+    assert not only(done, Send)
+    assert isinstance(only(done, RefreshAborted)[0].error, ClientCredentialsRejected)
+    assert m.client_auth == pinned
+
+
+def test_other_errors_do_not_trigger_the_fallback() -> None:
+    m, refresh = special_refresh()
+    done = answer(m, refresh, 400, b'{"error":"invalid_grant"}')
+    assert not only(done, Send)
+    assert only(done, AuthorizationLost)
+
+
+def test_the_learnt_form_comes_back_through_tokens_loaded() -> None:
+    m = Machine(Account.parse("acme"), SPECIAL_APP)
+    m.handle(TokensLoaded(now=NOW, tokens=tokens(1, at=NOW - 13_900), client_auth="raw"))
+    assert m.client_auth == "raw"
+    m.handle(ClockTick(now=NOW))
+    (refresh,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    assert client_header(refresh) == RAW
+
+
+def test_the_exchange_falls_back_too() -> None:
+    m = Machine(Account.parse("acme"), SPECIAL_APP)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    (exchange,) = m.handle(
+        CallbackReceived(now=NOW, url=f"https://app.example/callback?code=c0de&state={STATE}")
+    )
+    assert isinstance(exchange, Send)
+    (retry,) = answer(m, exchange, 401, INVALID_CLIENT)
+    assert isinstance(retry, Send)
+    assert retry.purpose == "exchange"
+    assert retry.deadline == exchange.deadline
+    assert client_header(retry) == RAW
+    done = answer(m, retry, 200, token_body(2))
+    assert only(done, Store)[0].client_auth == "raw"
+    assert m.state is State.READY
+
+
+@pytest.mark.parametrize("bad", ["form", "", "RAW", None, 1])
+def test_bad_client_auth_values_are_refused(bad: object) -> None:
+    with pytest.raises(InvalidInput, match="client_auth"):
+        Config(client_auth=bad)  # type: ignore[arg-type]
+    if bad is not None:
+        with pytest.raises(InvalidInput, match="client_auth"):
+            Machine(Account.parse("acme"), APP, client_auth=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="client_auth"):
+            TokensLoaded(now=NOW, tokens=None, client_auth=bad)  # type: ignore[arg-type]

@@ -603,6 +603,14 @@ def test_exchange_error_never_shows_the_client_secret() -> None:
     actions = m.handle(
         ResponseReceived(now=NOW + 1, request_id=send.request_id, status=401, headers=[], body=body)
     )
+    # The secret has a '+': the exchange is re-sent once with the raw credentials.
+    retry = one(actions, Send)
+    assert CLIENT_SECRET not in repr(actions)
+    actions = m.handle(
+        ResponseReceived(
+            now=NOW + 1, request_id=retry.request_id, status=401, headers=[], body=body
+        )
+    )
     error = one(actions, AuthorizationFailed).error
     assert isinstance(error, ClientCredentialsRejected)
     assert isinstance(error.cause, OAuthError)
