@@ -29,6 +29,7 @@ __all__ = [
     "CallAccepted",
     "Deliver",
     "Fail",
+    "Forget",
     "RefreshAborted",
     "RefreshDue",
     "ReleaseLease",
@@ -300,3 +301,10 @@ class AuthorizationLost(Action):
         self.error = error
         self.__class__ = cls
         return self
+
+
+class Forget(Action):
+    """The program logged out (``LogoutRequested``): delete the stored grant (its
+    tokens) so that no process picks it up again."""
+
+    __slots__ = ()

@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "Headers",
     "LeaseFailed",
+    "LogoutRequested",
     "ResponseReceived",
     "SendFailed",
     "TokensLoaded",
@@ -337,5 +338,22 @@ class CallCancelled(Event):
         _check_id(call_id)
         self.now = now
         self.call_id = call_id
+        self.__class__ = cls
+        return self
+
+
+class LogoutRequested(Event):
+    """Forget the grant: its tokens, and any login in progress.  The machine
+    answers ``Forget`` (delete the stored grant) and goes to ``UNAUTHORIZED``;
+    calls then fail with ``ReauthorizationRequired`` until a new login.
+    Refused while a refresh or a code exchange is in flight."""
+
+    __slots__ = ("now",)
+    now: float
+
+    def __new__(cls, *, now: float) -> LogoutRequested:
+        self: LogoutRequested = _new(cls._fast)
+        _check_now(now)
+        self.now = now
         self.__class__ = cls
         return self

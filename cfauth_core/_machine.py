@@ -55,6 +55,7 @@ from ._actions import (
     CallAccepted,
     Deliver,
     Fail,
+    Forget,
     RefreshAborted,
     RefreshDue,
     ReleaseLease,
@@ -90,6 +91,7 @@ from ._events import (
     Event,
     Headers,
     LeaseFailed,
+    LogoutRequested,
     ResponseReceived,
     SendFailed,
     TokensLoaded,
@@ -530,6 +532,10 @@ class Machine:
                     self._start_refresh(reason, actions)
                     return
             actions.append(self._send_call(call))
+        elif state is State.EXCHANGING and self._tokens is not None:
+            # A new login over the grant this machine holds: the old tokens serve
+            # until the exchange succeeds (a 401 then waits for the new ones).
+            actions.append(self._send_call(call))
         elif state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
             self._waiting.append(call)
         else:
@@ -784,8 +790,8 @@ class Machine:
         )
         if not leasing:
             if adopt:
+                # A pending login stays pending: its callback is accepted in READY.
                 self._set_tokens(loaded)
-                self._authorization = None
                 self._goto(Trigger.TOKENS_ADOPTED)
             return []
         actions: list[Action] = []
@@ -964,7 +970,8 @@ class Machine:
                     "the authorization code could not be exchanged within "
                     f"{self._config.exchange_window:g} s of the redirect: log in again"
                 )
-            self._goto(Trigger.EXCHANGE_FAILED)
+            # A new login over a grant the machine holds leaves that grant as it was.
+            self._goto(Trigger.EXCHANGE_FAILED if self._tokens is None else Trigger.RELOGIN_FAILED)
             actions.append(AuthorizationFailed(error))
             if self._waiting:
                 self._fail_waiting(
@@ -1112,6 +1119,23 @@ class Machine:
         self._goto(Trigger.AUTHORIZE)
         return [AuthorizeAt(self._account.authorize_url + "?" + urlencode(params))]
 
+    def _on_logout(self, event: LogoutRequested) -> list[Action]:
+        if not self._oauth:
+            raise LocalProtocolError(
+                "a token pair (ApiKey) has no OAuth2 grant to forget: revoke the pair under "
+                "Manage > Developer instead"
+            )
+        if self._tokens is not None:
+            # Never adopt this pair again, even if a store still holds it.
+            self._refused = self._tokens.refresh_token
+        if self._authorization is not None:
+            self._remember_state(self._authorization.state)
+            self._authorization = None
+        self._set_tokens(None)
+        self._set_auth("")
+        self._goto(Trigger.LOGGED_OUT)
+        return [Forget()]
+
     def _remember_state(self, state: str) -> None:
         self._used_states.append(state)
         del self._used_states[:-_USED_STATES_KEPT]
@@ -1242,9 +1266,11 @@ def _s256(verifier: str) -> str:
 
 _HINTS: dict[type[Event], str] = {
     CallbackReceived: ": no login is pending (the callback was already used, or "
-    "AuthorizationRequested was never sent)",
-    AuthorizationRequested: ": a login can start only when there are no usable tokens or "
-    "while another login is pending",
+    "AuthorizationRequested was never sent), or a token refresh or exchange is in flight "
+    "(pass the callback again once the refresh has ended)",
+    LogoutRequested: ": a token refresh or exchange is in flight; log out once it has ended",
+    AuthorizationRequested: ": a login cannot start while a token refresh or exchange is in "
+    "flight; start it once that has ended",
     TokensLoaded: ": tokens can be loaded only when no refresh or exchange is in flight",
     LeaseFailed: ": LeaseFailed answers a RefreshDue",
 }
@@ -1259,6 +1285,7 @@ _HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {
     LeaseFailed: Machine._on_lease_failed,  # type: ignore[dict-item]
     AuthorizationRequested: Machine._on_authorization_requested,  # type: ignore[dict-item]
     CallbackReceived: Machine._on_callback,  # type: ignore[dict-item]
+    LogoutRequested: Machine._on_logout,  # type: ignore[dict-item]
 }
 
 #: For each state, the handler of each event it accepts (``EVENTS_ALLOWED``).

@@ -27,6 +27,8 @@ from cfauth_core import (
     AuthorizationFailed,
     AuthorizationLost,
     AuthorizationRequested,
+    AuthorizeAt,
+    Authorized,
     CallbackReceived,
     CallRequested,
     ClientCredentialsRejected,
@@ -34,8 +36,11 @@ from cfauth_core import (
     Config,
     Deliver,
     Fail,
+    Forget,
     InvalidInput,
     InvalidTokenRecord,
+    LocalProtocolError,
+    LogoutRequested,
     Machine,
     OAuth2App,
     OAuthError,
@@ -64,6 +69,10 @@ STATE = "s" * 22
 VERIFIER = "v" * 43
 
 A = TypeVar("A", bound=Action)
+
+
+def state_of(m: Machine) -> State:
+    return m.state
 
 
 def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
@@ -726,3 +735,154 @@ def test_bad_client_auth_values_are_refused(bad: object) -> None:
             Machine(Account.parse("acme"), APP, client_auth=bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidInput, match="client_auth"):
             TokensLoaded(now=NOW, tokens=None, client_auth=bad)  # type: ignore[arg-type]
+
+
+# -- 6. a new login over a (dead) stored grant, and logging out -------------------------------
+
+CALLBACK = f"https://app.example/callback?code=c0de&state={STATE}"
+
+
+def ready_machine() -> Machine:
+    return Machine(Account.parse("acme"), APP, tokens(1))
+
+
+def test_a_new_login_starts_from_ready_and_calls_keep_the_old_tokens() -> None:
+    m = ready_machine()
+    (authorize,) = m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    assert isinstance(authorize, AuthorizeAt)
+    assert m.state is State.READY
+    assert m.tokens == tokens(1)
+    # Calls still go out, with the old token, while the user is in the browser...
+    _, call = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert isinstance(call, Send)
+    assert dict(call.request.headers)["Authorization"] == "Bearer access-0001"
+    (exchange,) = m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    assert isinstance(exchange, Send)
+    assert exchange.purpose == "exchange"
+    assert state_of(m) is State.EXCHANGING
+    # ... and during the exchange.
+    _, during = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert isinstance(during, Send)
+    assert dict(during.request.headers)["Authorization"] == "Bearer access-0001"
+    done = answer(m, exchange, 200, token_body(2))
+    assert [type(a) for a in done] == [Store, Authorized]
+    assert m.state is State.READY
+    assert m.tokens is not None
+    assert m.tokens.access_token == "access-0002"
+    _, after = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert isinstance(after, Send)
+    assert dict(after.request.headers)["Authorization"] == "Bearer access-0002"
+
+
+def test_a_401_during_the_new_login_waits_for_the_new_tokens() -> None:
+    """The motivating case: the stored grant is dead; the call's 401 waits for the login."""
+    m = ready_machine()
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    (exchange,) = m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    assert isinstance(exchange, Send)
+    actions = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    call = actions[-1]
+    assert isinstance(call, Send)
+    assert answer(m, call, 401) == []
+    done = answer(m, exchange, 200, token_body(2))
+    assert [type(a) for a in done] == [Store, Authorized, Send]
+    assert dict(done[-1].request.headers)["Authorization"] == "Bearer access-0002"  # type: ignore[attr-defined]
+
+
+def test_a_failed_new_login_keeps_the_old_grant() -> None:
+    m = ready_machine()
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    (exchange,) = m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    assert isinstance(exchange, Send)
+    (failed,) = answer(m, exchange, 400, b'{"error":"invalid_grant"}')
+    assert isinstance(failed, AuthorizationFailed)
+    assert m.state is State.READY
+    assert m.tokens == tokens(1)
+
+
+def test_a_denied_new_login_keeps_the_old_grant() -> None:
+    m = ready_machine()
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    url = f"https://app.example/callback?error=access_denied&state={STATE}"
+    (failed,) = m.handle(CallbackReceived(now=NOW, url=url))
+    assert isinstance(failed, AuthorizationFailed)
+    assert m.state is State.READY
+    assert m.tokens == tokens(1)
+
+
+def test_a_login_pending_when_the_grant_is_lost_can_still_finish() -> None:
+    m = Machine(Account.parse("acme"), APP, tokens(1, at=NOW - 13_900))
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    m.handle(ClockTick(now=NOW))
+    (refresh,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    # The callback cannot be taken while the refresh is in flight ...
+    with pytest.raises(LocalProtocolError, match="refresh"):
+        m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    answer(m, refresh, 400, b'{"error":"invalid_grant"}')
+    assert m.state is State.REAUTHORIZATION_REQUIRED
+    # ... but once it ended, the pending login finishes.
+    (exchange,) = m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    assert isinstance(exchange, Send)
+    done = answer(m, exchange, 200, token_body(2))
+    assert [type(a) for a in done] == [Store, Authorized]
+    assert state_of(m) is State.READY
+
+
+def test_callback_in_ready_without_a_pending_login_is_refused() -> None:
+    m = ready_machine()
+    with pytest.raises(LocalProtocolError, match="no login is pending"):
+        m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    assert m.state is State.READY
+
+
+def test_an_api_key_machine_has_no_login_and_no_logout() -> None:
+    m = Machine(Account.parse("acme"), API_KEY)
+    with pytest.raises(LocalProtocolError, match="token pair"):
+        m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    with pytest.raises(LocalProtocolError, match="no login is pending"):
+        m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    with pytest.raises(LocalProtocolError, match="token pair"):
+        m.handle(LogoutRequested(now=NOW))
+    assert m.state is State.READY
+
+
+@pytest.mark.parametrize("where", ["ready", "authorizing", "unauthorized", "lost", "pending"])
+def test_logout_forgets_the_grant(where: str) -> None:
+    m = (
+        ready_machine()
+        if where in ("ready", "lost", "pending")
+        else Machine(Account.parse("acme"), APP)
+    )
+    if where in {"authorizing", "pending"}:
+        m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    if where == "lost":
+        m.handle(ClockTick(now=NOW + 15 * 86400))
+        assert m.state is State.REAUTHORIZATION_REQUIRED
+    old = tokens(1)
+    assert m.handle(LogoutRequested(now=NOW)) == [Forget()]
+    assert m.state is State.UNAUTHORIZED
+    assert m.tokens is None
+    actions = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert isinstance(actions[-1], Fail)
+    assert isinstance(actions[-1].error, ReauthorizationRequired)
+    # The forgotten pair is never adopted again; a new login works.
+    if where in {"ready", "pending", "lost"}:
+        m.handle(TokensLoaded(now=NOW + 1, tokens=old))
+        assert m.tokens is None
+    with pytest.raises(LocalProtocolError):
+        m.handle(CallbackReceived(now=NOW, url=CALLBACK))
+    state2 = "t" * 22
+    m.handle(AuthorizationRequested(now=NOW, state=state2, code_verifier=VERIFIER))
+    url = f"https://app.example/callback?code=c0de&state={state2}"
+    (exchange,) = m.handle(CallbackReceived(now=NOW, url=url))
+    assert isinstance(exchange, Send)
+
+
+def test_logout_during_a_refresh_is_refused_and_changes_nothing() -> None:
+    m = Machine(Account.parse("acme"), APP, tokens(1, at=NOW - 13_900))
+    m.handle(ClockTick(now=NOW))
+    assert m.state is State.LEASING
+    with pytest.raises(LocalProtocolError, match="in flight"):
+        m.handle(LogoutRequested(now=NOW))
+    assert m.state is State.LEASING

@@ -68,8 +68,10 @@ from cfauth_core import (
     Deliver,
     Event,
     Fail,
+    Forget,
     LeaseFailed,
     LocalProtocolError,
+    LogoutRequested,
     Machine,
     OAuth2App,
     RefreshAborted,
@@ -409,6 +411,9 @@ class Harness(RuleBasedStateMachine):
                 self.past_origins.add(origin)
             elif isinstance(action, AuthorizeAt):
                 assert isinstance(event, AuthorizationRequested)
+            elif isinstance(action, Forget):
+                assert isinstance(event, LogoutRequested)
+                assert actions == [action]
             elif isinstance(action, Authorized):
                 assert stores
                 assert stores[0] < index
@@ -687,6 +692,7 @@ class Harness(RuleBasedStateMachine):
         if send.purpose == "refresh":
             self.lease_answers += 1
         state = self.m.state
+        held_before = self.m.tokens
         event = ResponseReceived(
             now=self.now, request_id=request_id, status=status, headers=headers, body=body
         )
@@ -710,7 +716,10 @@ class Harness(RuleBasedStateMachine):
             if label in ("invalid_grant", "500", "not-json", "ok-no-refresh-token", "302-evil"):
                 assert AuthorizationFailed in kinds
                 assert Store not in kinds
-                assert self.state() is State.UNAUTHORIZED
+                # A failed new login leaves a grant the machine held as it was.
+                held = held_before is not None
+                assert self.state() is (State.READY if held else State.UNAUTHORIZED)
+                assert self.m.tokens == held_before
 
     @precondition(lambda self: bool(self.inflight))
     @rule(
@@ -865,11 +874,14 @@ class Harness(RuleBasedStateMachine):
             self.OAUTH
             and self.machine is not None
             and self.machine.state
-            in (State.UNAUTHORIZED, State.AUTHORIZING, State.REAUTHORIZATION_REQUIRED)
+            in (State.UNAUTHORIZED, State.AUTHORIZING, State.REAUTHORIZATION_REQUIRED, State.READY)
         )
     )
     @rule()
     def authorize(self) -> None:
+        """A login, also over a grant the machine holds (READY): calls keep the old
+        tokens until the exchange succeeds."""
+        before = self.state()
         serial = self.fresh()
         state = f"state-{serial:020d}"
         verifier = f"verifier-{serial:040d}"
@@ -888,7 +900,7 @@ class Harness(RuleBasedStateMachine):
         if self.login is not None:
             self.used_states.append(self.login[0])
         self.login = (state, verifier)
-        assert self.state() is State.AUTHORIZING
+        assert self.state() is (State.READY if before is State.READY else State.AUTHORIZING)
 
     @precondition(lambda self: self.login is not None)
     @rule(kind=st.sampled_from(["code", "code", "denied", "wrong-state", "replayed", "late"]))
@@ -897,14 +909,17 @@ class Harness(RuleBasedStateMachine):
         state, _ = self.login
         code = f"CODE-{self.fresh():04d}"
         base = APP.redirect_uri + "?"
-        if self.m.state is not State.AUTHORIZING:
-            # The login was overtaken (tokens loaded): a late callback is misuse.
+        before = self.m.state
+        if before in (State.LEASING, State.REFRESHING, State.EXCHANGING):
+            # A token request (or the lease) is outstanding: the callback is refused
+            # and the login stays pending, to be finished once it has ended.
             self.expect_refused(
                 CallbackReceived(now=self.now, url=f"{base}code={code}&state={state}")
             )
-            self.used_states.append(state)
-            self.login = None
             return
+        # Where a login is pending after losing the grant, or over a held grant, it
+        # is kept: denying or failing it leaves that state.
+        after_failure = State.UNAUTHORIZED if before is State.AUTHORIZING else before
         if kind in ("wrong-state", "replayed"):
             other = self.used_states[-1] if kind == "replayed" and self.used_states else "x" * 22
             url = f"{base}code={code}&state={other}"
@@ -918,7 +933,7 @@ class Harness(RuleBasedStateMachine):
             assert len(actions) == 1
             assert isinstance(actions[0], AuthorizationFailed)
             assert isinstance(actions[0].error, AuthorizationDenied)
-            assert self.state() is State.UNAUTHORIZED
+            assert self.state() is after_failure
             return
         self.codes.add(code)
         url = f"{base}code={code}&state={state}"
@@ -929,6 +944,7 @@ class Harness(RuleBasedStateMachine):
                 assert len(actions) == 1
                 assert isinstance(actions[0], AuthorizationFailed)
                 assert isinstance(actions[0].error, CodeExpired)
+                assert self.state() is after_failure
                 return
         actions = self.feed(CallbackReceived(now=self.now, url=url))
         assert len(actions) == 1
@@ -936,6 +952,31 @@ class Harness(RuleBasedStateMachine):
         assert actions[0].purpose == "exchange"
         assert actions[0].deadline == self.now + 60
         assert self.state() is State.EXCHANGING
+
+    # -- logging out ---------------------------------------------------------------------
+
+    @rule()
+    def logout(self) -> None:
+        event = LogoutRequested(now=self.now)
+        if not self.OAUTH or self.state() in (
+            State.LEASING,
+            State.REFRESHING,
+            State.EXCHANGING,
+        ):
+            self.expect_refused(event)
+            return
+        if self.m.tokens is not None:
+            self.refused.add(self.m.tokens.refresh_token)  # never sent again
+        assert self.feed(event) == [Forget()]
+        # The adapter deletes the stored grant.
+        if self.store is not None:
+            self.rotated.add(self.store.refresh_token)
+        self.store = None
+        if self.login is not None:
+            self.used_states.append(self.login[0])
+            self.login = None
+        assert self.state() is State.UNAUTHORIZED
+        assert self.m.tokens is None
 
     # -- misuse --------------------------------------------------------------------------
 
@@ -1032,9 +1073,10 @@ class Harness(RuleBasedStateMachine):
             return
         if state in (State.READY, State.LEASING, State.REFRESHING):
             assert m.tokens is not None
-            assert m.tokens.access_token in self.stored_access
-        else:
+        elif state is not State.EXCHANGING:  # a new login over a held grant keeps it
             assert m.tokens is None
+        if m.tokens is not None:
+            assert m.tokens.access_token in self.stored_access
         # Every open call is in flight, parked until a retry time, or waiting.
         busy = {s.call_id for s in self.inflight.values()}
         for call_id in self.open - busy - set(self.parked):

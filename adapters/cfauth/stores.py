@@ -31,6 +31,9 @@ class TokenStore(Protocol):
     def release_lease(self) -> None:
         """Release the refresh lease taken by :meth:`acquire_lease`."""
 
+    def delete(self) -> None:
+        """Delete the stored grant (the program logged out)."""
+
 
 class MemoryStore:
     """Tokens in memory: shared by the clients of one process, lost at exit."""
@@ -47,6 +50,10 @@ class MemoryStore:
     def save(self, tokens: TokenSet) -> None:
         with self._guard:
             self._tokens = tokens
+
+    def delete(self) -> None:
+        with self._guard:
+            self._tokens = None
 
     def acquire_lease(self) -> None:
         self._lease.acquire()

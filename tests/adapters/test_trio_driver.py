@@ -24,6 +24,7 @@ from cfauth_core import (
     LocalProtocolError,
     Machine,
     OAuth2App,
+    ReauthorizationRequired,
     RefreshFailed,
     Request,
     TokenSet,
@@ -522,5 +523,23 @@ def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> N
             b"grant_type=refresh_token&refresh_token=RT-1",
         ]
         assert store.load() == machine.tokens
+
+    run(main)
+
+
+def test_logout_forgets_the_grant_and_deletes_the_stored_record() -> None:
+    async def main() -> None:
+        store = RecordingStore(fresh_tokens(), [])
+
+        async def handler(request: Request) -> Response:
+            return ok(request)
+
+        driver, _ = oauth_driver(handler, store, fresh_tokens())
+        assert (await driver.request("GET", "item")).status == 200
+        driver.logout()
+        assert store.load() is None
+        assert driver.machine.tokens is None
+        with pytest.raises(ReauthorizationRequired):
+            await driver.request("GET", "item")
 
     run(main)
