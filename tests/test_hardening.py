@@ -470,6 +470,9 @@ def test_call_redirect_to_any_spelling_of_oauth_is_refused(
         "/%4F%41%55%54%48/TOKEN/",
         "/%256fauth/token/",
         "/\uff4fauth/token/",
+        "/../oauth/token/",  # '..' above the root stays at the root
+        "/..%2f%2e%2e/OAuth",
+        "/%" + "25" * 4 + "6fauth/token/",  # percent-encoded five times over
     ],
 )
 def test_is_oauth_path_examples(path: str) -> None:
@@ -477,7 +480,15 @@ def test_is_oauth_path_examples(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/3.0/booking/index", "/api/3.0/oauth/token/", "/", "", "/api/3.0/%6fauth"]
+    "path",
+    [
+        "/api/3.0/booking/index",
+        "/api/3.0/oauth/token/",
+        "/",
+        "",
+        "/api/3.0/%6fauth",
+        "/%" + "25" * 5 + "6fauth/token/",  # six times: no server decodes that often
+    ],
 )
 def test_api_paths_are_not_oauth_paths(path: str) -> None:
     assert not is_oauth_path(path)
