@@ -117,9 +117,18 @@ class OAuthError(CfauthError):
 
 
 class TransportError(CfauthError):
-    """The request could not be sent or its answer not received; try again later."""
+    """The request could not be sent or its answer not received.
+
+    Usually worth trying again later (``retryable``); not when the transport
+    said that only a change can help (a server certificate that is not
+    trusted), which the message then names.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class RefreshFailed(CfauthError):

@@ -179,24 +179,36 @@ class ResponseReceived(Event):
 class SendFailed(Event):
     """The request of ``Send(request_id=...)`` failed in transport (connect,
     TLS, timeout, reset, cancelled).  ``reason`` is a short description for
-    messages; it must not contain secrets (cfauth scrubs the ones it knows)."""
+    messages; it must not contain secrets (cfauth scrubs the ones it knows).
+    ``retryable=False`` says that sending again cannot help until something
+    changes (a server certificate that is not trusted): the error the call
+    fails with is then not retryable, and ``reason`` must say what to change."""
 
-    __slots__ = ("now", "request_id", "reason")
+    __slots__ = ("now", "request_id", "reason", "retryable")
     now: float
     request_id: int
     reason: str
+    retryable: bool
 
     def __new__(
-        cls, *, now: float, request_id: int, reason: str = "the transport failed"
+        cls,
+        *,
+        now: float,
+        request_id: int,
+        reason: str = "the transport failed",
+        retryable: bool = True,
     ) -> SendFailed:
         self: SendFailed = _new(cls._fast)
         _check_now(now)
         _check_id(request_id)
         if not isinstance(reason, str):
             raise InvalidInput("reason: pass a short description as a string")
+        if not isinstance(retryable, bool):
+            raise InvalidInput("retryable: pass True or False")
         self.now = now
         self.request_id = request_id
         self.reason = reason
+        self.retryable = retryable
         self.__class__ = cls
         return self
 

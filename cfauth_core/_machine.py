@@ -993,6 +993,8 @@ class Machine:
                 cause=error,
                 status=getattr(error, "status", None),
             )
+            if isinstance(error, TransportError) and not error.retryable:
+                failure.retryable = False  # trying again fails the same way until it is fixed
         self._goto(Trigger.REFRESH_FAILED)
         actions.append(RefreshAborted(failure))
         self._fail_waiting(failure, actions)
@@ -1034,18 +1036,17 @@ class Machine:
         extra = pending.secrets if isinstance(pending, _TokenRequest) else ()
         reason = scrub(event.reason, self._secrets(extra))
         actions: list[Action] = []
+        retryable = event.retryable
         if isinstance(pending, _TokenRequest):
-            error = TransportError(f"the token request could not be completed: {reason}")
+            error = TransportError(
+                f"the token request could not be completed: {reason}", retryable=retryable
+            )
             self._token_request_failed(pending, error, event.now, actions)
         else:
-            self._fail(
-                pending,
-                TransportError(
-                    f"{pending.method} {pending.sent_to} could not be completed: {reason}; "
-                    "the call may be retried"
-                ),
-                actions,
-            )
+            text = f"{pending.method} {pending.sent_to} could not be completed: {reason}"
+            if retryable:
+                text += "; the call may be retried"
+            self._fail(pending, TransportError(text, retryable=retryable), actions)
         return actions
 
     def _on_clock_tick(self, event: ClockTick) -> list[Action]:
