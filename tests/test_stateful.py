@@ -303,6 +303,18 @@ class Harness(RuleBasedStateMachine):
     """Plays the adapter around one machine; subclasses pick the credential."""
 
     OAUTH = True
+    APP = APP
+    SECRET = CLIENT_SECRET
+    RAW_SERVER = False  # the token URL refuses the percent-encoded client credentials
+
+    def client_authorizations(self) -> tuple[str, str]:
+        return (
+            self.APP.token_authorization_in("rfc6749"),
+            self.APP.token_authorization_in("raw"),
+        )
+
+    def client_b64s(self) -> list[str]:
+        return [value.split(" ", 1)[1] for value in self.client_authorizations()]
 
     def __init__(self) -> None:
         super().__init__()
@@ -441,9 +453,9 @@ class Harness(RuleBasedStateMachine):
             assert send.call_id in self.open
             # (b) API credentials never to the token URL, client secret never on a call.
             assert not is_oauth_path(parts.path), f"(b) {request!r}"
-            assert CLIENT_SECRET not in request.url
-            assert CLIENT_B64 not in auth
-            assert CLIENT_SECRET.encode() not in body
+            assert self.SECRET not in request.url
+            assert not any(b64 in auth for b64 in self.client_b64s())
+            assert self.SECRET.encode() not in body
             if self.OAUTH:
                 scheme, _, token = auth.partition(" ")
                 assert scheme == "Bearer"
@@ -456,7 +468,8 @@ class Harness(RuleBasedStateMachine):
             assert self.OAUTH
             assert send.call_id is None
             # (b) the client secret, to the token URL only.
-            assert auth == APP.token_authorization
+            # Either form of the client credentials (the raw one after invalid_client).
+            assert auth in self.client_authorizations()
             assert parts.path == TOKEN_PATH, f"(b) {request!r}"
             assert not parts.query
             # (c) one token request at a time.
@@ -507,7 +520,7 @@ class Harness(RuleBasedStateMachine):
             )
         if tokens is not None:
             self.remember_store(tokens)
-        self.machine = Machine(account, APP, tokens)
+        self.machine = Machine(account, self.APP, tokens)
         assert self.m.state is (State.READY if tokens else State.UNAUTHORIZED)
 
     # -- calls -----------------------------------------------------------------------
@@ -579,13 +592,19 @@ class Harness(RuleBasedStateMachine):
             )
         )
 
-    def set_up_race(self) -> None:
-        """Two calls go out; the second is answered 401, which starts a refresh
-        (under the lease) while the first is still in flight."""
+    def set_up_race(self, via: str) -> None:
+        """A call goes out; then a token request starts while it is in flight: a
+        refresh (a second call answered 401, under the lease), or the code exchange
+        of a new login over the held grant."""
         if self.state() is not State.READY or self.m.tokens is None:
             return
         before = set(self.inflight)
         self.call("GET", "booking/index")
+        if via == "exchange":
+            if self.state() is State.READY:  # the call did not start a refresh
+                self.authorize()
+                self.callback("code")
+            return
         self.call("GET", "item")
         sent = sorted(set(self.inflight) - before)
         if len(sent) != 2:
@@ -605,12 +624,15 @@ class Harness(RuleBasedStateMachine):
             ["301-na1", "308-eu1", "301-current", "307-current", "308-current", "307-na1"]
         ),
         call_first=st.booleans(),
+        via=st.sampled_from(["refresh", "exchange"]),
     )
-    def race_migration(self, index: int, status: int, label: str, call_first: bool) -> None:
+    def race_migration(
+        self, index: int, status: int, label: str, call_first: bool, via: str
+    ) -> None:
         """A call's migration and a redirect of the token request in flight, in
         either order (the token request may follow the account or lead it)."""
         if not self.has_inflight("token"):
-            self.set_up_race()
+            self.set_up_race(via)
         if not (self.has_inflight("call") and self.has_inflight("token")):
             return
         if call_first:
@@ -663,7 +685,7 @@ class Harness(RuleBasedStateMachine):
             return 200, (), json.dumps({**pair, "token_type": "mac"}).encode()
         if label == "echo-secrets":
             tokens = self.m.tokens
-            echo = f"{CLIENT_SECRET} {CLIENT_B64} {tokens.refresh_token if tokens else ''}"
+            echo = f"{self.SECRET} {self.client_b64s()[0]} {tokens.refresh_token if tokens else ''}"
             error = {"error": "invalid_request", "error_description": echo}
             return 400, (), json.dumps(error).encode()
         location = {
@@ -688,6 +710,13 @@ class Harness(RuleBasedStateMachine):
         request_id = self.pick("token", 0)
         assert request_id is not None
         send = self.take(request_id)
+        encoded = self.APP.token_authorization_in("rfc6749")
+        if (
+            self.RAW_SERVER
+            and label.startswith("ok")
+            and (header(send.request.headers, "authorization") == encoded)
+        ):
+            label = "invalid_client-401"  # this server compares the credentials raw
         status, headers, body = self.token_reply(label, send)
         if send.purpose == "refresh":
             self.lease_answers += 1
@@ -735,7 +764,7 @@ class Harness(RuleBasedStateMachine):
         send = self.take(request_id)
         if send.purpose == "refresh":
             self.lease_answers += 1
-        secret = CLIENT_SECRET if self.OAUTH else API_SECRET
+        secret = self.SECRET if self.OAUTH else API_SECRET
         reason = reason.replace("{SECRET}", secret)
         actions = self.feed(SendFailed(now=self.now, request_id=request_id, reason=reason))
         for action in actions:
@@ -799,9 +828,9 @@ class Harness(RuleBasedStateMachine):
         assert self.state() is State.LEASING
         self.due_pending = False
         if answer == "lease-failed":
-            actions = self.feed(LeaseFailed(now=self.now, reason=f"locked ({CLIENT_SECRET})"))
+            actions = self.feed(LeaseFailed(now=self.now, reason=f"locked ({self.SECRET})"))
             assert isinstance(actions[0], RefreshAborted)
-            assert CLIENT_SECRET not in repr(actions)
+            assert self.SECRET not in repr(actions)
             return
         tokens: TokenSet | None
         if answer == "store":
@@ -896,7 +925,7 @@ class Harness(RuleBasedStateMachine):
         assert query["state"] == [state]
         assert query["code_challenge_method"] == ["S256"]
         assert verifier not in url
-        assert CLIENT_SECRET not in url
+        assert self.SECRET not in url
         if self.login is not None:
             self.used_states.append(self.login[0])
         self.login = (state, verifier)
@@ -908,7 +937,7 @@ class Harness(RuleBasedStateMachine):
         assert self.login is not None
         state, _ = self.login
         code = f"CODE-{self.fresh():04d}"
-        base = APP.redirect_uri + "?"
+        base = self.APP.redirect_uri + "?"
         before = self.m.state
         if before in (State.LEASING, State.REFRESHING, State.EXCHANGING):
             # A token request (or the lease) is outstanding: the callback is refused
@@ -1089,8 +1118,24 @@ class ApiKeyHarness(Harness):
     OAUTH = False
 
 
+SPECIAL_SECRET = "SECRET+client:0001 %é"
+
+
+class SpecialSecretHarness(Harness):
+    """A client secret that encoding changes: invalid_client answers make the
+    machine re-send once with the raw form, inside the same lease."""
+
+    APP = OAuth2App("cfauth-test-client", SPECIAL_SECRET, "https://app.example/callback")
+    SECRET = SPECIAL_SECRET
+    RAW_SERVER = True
+
+
 def test_oauth_machine_random_interleavings() -> None:
     run_state_machine_as_test(Harness, settings=SETTINGS)
+
+
+def test_special_secret_machine_random_interleavings() -> None:
+    run_state_machine_as_test(SpecialSecretHarness, settings=settings(SETTINGS, max_examples=100))
 
 
 def test_api_key_machine_random_interleavings() -> None:
