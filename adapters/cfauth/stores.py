@@ -387,6 +387,9 @@ class TokenStore(Protocol):
     def release_lease(self) -> None:
         """Release the refresh lease taken by :meth:`acquire_lease`."""
 
+    def delete(self) -> object:
+        """Delete the stored grant (the program logged out)."""
+
 
 Update = Callable[["GrantRecord | None"], GrantRecord]
 
@@ -562,11 +565,21 @@ class Grant:
         record = self.store.load(self.key)
         return None if record is None else record.tokens
 
-    def save(self, tokens: TokenSet) -> None:
-        self.store.update(
-            self.key,
-            lambda old: replace(old or self._new(), tokens=tokens, updated_at=time.time()),
-        )
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+        """Store ``tokens`` (and ``client_auth``, ``Store.client_auth``, if given)."""
+        if client_auth is not None and client_auth not in CLIENT_AUTH_FORMS:
+            raise StoreError(
+                f"client_auth must be one of {sorted(CLIENT_AUTH_FORMS)} or None, "
+                f"got {client_auth!r}",
+                store=self.store.describe(),
+                key=self.key,
+            )
+
+        def change(old: GrantRecord | None) -> GrantRecord:
+            record = replace(old or self._new(), tokens=tokens, updated_at=time.time())
+            return record if client_auth is None else replace(record, client_auth=client_auth)
+
+        self.store.update(self.key, change)
 
     def save_origin(self, origin: str) -> None:
         if not _check_origin(origin):

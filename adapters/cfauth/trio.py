@@ -107,8 +107,10 @@ from cfauth_core import (
     Deliver,
     Event,
     Fail,
+    Forget,
     LeaseFailed,
     LocalProtocolError,
+    LogoutRequested,
     Machine,
     Params,
     RefreshAborted,
@@ -279,6 +281,15 @@ class Driver:
         if result is None:  # pragma: no cover - the machine always ends a login it started
             raise LocalProtocolError("the login did not finish")
 
+    def logout(self) -> None:
+        """Forget the grant: the machine drops its tokens and the store deletes its
+        record; calls then fail with ``ReauthorizationRequired`` until a new login.
+        Raises :exc:`~cfauth_core.LocalProtocolError` while a refresh or a login's
+        code exchange is in flight (log out once it has ended).  No I/O on the
+        network, so this is not a coroutine."""
+        work: _Work = deque()
+        self._handle(LogoutRequested(now=self._clock()), None, work)
+
     async def tick(self) -> None:
         """Tell the machine the time: start a refresh that is due (so tokens
         stay fresh between calls) and run it to completion."""
@@ -361,6 +372,10 @@ class Driver:
                 self._login = action  # type: ignore[assignment]
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
+            elif kind is Forget:
+                self._unsaved = None
+                if self._store is not None:
+                    self._store.delete()
             elif kind is RefreshAborted or kind is AuthorizationLost:
                 log.warning("%s", action.error)  # type: ignore[attr-defined]
 

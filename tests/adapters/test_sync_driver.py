@@ -377,11 +377,11 @@ class FlakyStore(MemoryGrant):
         super().__init__(tokens)
         self.fail_saves = 0
 
-    def save(self, tokens: TokenSet) -> None:
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
         if self.fail_saves:
             self.fail_saves -= 1
             raise OSError("disk full")
-        super().save(tokens)
+        super().save(tokens, client_auth)
 
 
 def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store(
@@ -406,3 +406,28 @@ def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store(
         b"grant_type=refresh_token&refresh_token=refresh-0",
         b"grant_type=refresh_token&refresh_token=refresh-1",
     ]
+
+
+def test_logout_forgets_the_grant_and_deletes_the_stored_record(server: FakeCheckfront) -> None:
+    clock = Clock()
+    store = MemoryGrant(fresh_tokens(clock.now))
+    driver = oauth_driver(server, fresh_tokens(clock.now), clock, store)
+    assert driver.request("GET", "item").status == 200
+    driver.logout()
+    assert store.load() is None
+    assert driver.machine.tokens is None
+    with pytest.raises(ReauthorizationRequired):
+        driver.request("GET", "item")
+    # A new login can start at once; a second logout is harmless.
+    assert driver.authorize("s" * 22, "v" * 43).startswith("https://acme.checkfront.com/oauth/?")
+    driver.logout()
+
+
+def test_a_new_login_over_a_held_grant(server: FakeCheckfront) -> None:
+    clock = Clock()
+    driver = oauth_driver(server, fresh_tokens(clock.now), clock)
+    url = driver.authorize("s" * 22, "v" * 43)
+    assert "state=" + "s" * 22 in url
+    # Calls keep the old token while the user logs in.
+    assert driver.request("GET", "item").status == 200
+    assert dict(server.log[-1].headers)["Authorization"] == "Bearer access-0"

@@ -24,6 +24,7 @@ from cfauth_core import (
     LocalProtocolError,
     Machine,
     OAuth2App,
+    ReauthorizationRequired,
     RefreshFailed,
     Request,
     TokenSet,
@@ -69,8 +70,8 @@ class RecordingStore(MemoryGrant):
         self.log = log
         self.lease_held = False
 
-    def save(self, tokens: TokenSet) -> None:
-        super().save(tokens)
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+        super().save(tokens, client_auth)
         self.log.append(f"save {tokens.access_token}")
 
     def acquire_lease(self, timeout: float | None = None) -> None:
@@ -489,11 +490,11 @@ def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> N
             super().__init__(tokens)
             self.fail_saves = 1
 
-        def save(self, tokens: TokenSet) -> None:
+        def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
             if self.fail_saves:
                 self.fail_saves -= 1
                 raise OSError("disk full")
-            super().save(tokens)
+            super().save(tokens, client_auth)
 
     now = [NOW]
     issued = [0]
@@ -538,11 +539,11 @@ def test_the_save_runs_off_the_event_loop_and_every_send_waits_for_it() -> None:
             self.finish = threading.Event()
             self.threads: list[threading.Thread] = []
 
-        def save(self, tokens: TokenSet) -> None:
+        def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
             self.threads.append(threading.current_thread())
             self.started.set()
             assert self.finish.wait(10), "the event loop was blocked by the save"
-            super().save(tokens)
+            super().save(tokens, client_auth)
 
     async def main() -> None:
         store = SlowStore()
@@ -579,5 +580,23 @@ def test_the_save_runs_off_the_event_loop_and_every_send_waits_for_it() -> None:
         assert len(transport.to(TOKEN_URL)) == 1
         assert store.threads
         assert threading.main_thread() not in store.threads
+
+    run(main)
+
+
+def test_logout_forgets_the_grant_and_deletes_the_stored_record() -> None:
+    async def main() -> None:
+        store = RecordingStore(fresh_tokens(), [])
+
+        async def handler(request: Request) -> Response:
+            return ok(request)
+
+        driver, _ = oauth_driver(handler, store, fresh_tokens())
+        assert (await driver.request("GET", "item")).status == 200
+        driver.logout()
+        assert store.load() is None
+        assert driver.machine.tokens is None
+        with pytest.raises(ReauthorizationRequired):
+            await driver.request("GET", "item")
 
     run(main)

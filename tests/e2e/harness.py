@@ -37,9 +37,9 @@ class RecordingStore(MemoryGrant):
         super().__init__(tokens)
         self.saved: list[TokenSet] = []
 
-    def save(self, tokens: TokenSet) -> None:
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
         self.saved.append(tokens)
-        super().save(tokens)
+        super().save(tokens, client_auth)
 
 
 class TrioThread:

@@ -94,7 +94,9 @@ def test_a_grant_handle_keeps_origin_and_client_auth_when_tokens_change(
     assert stored.credential == "oauth2"
     assert stored.client_auth is None
     grant.save_origin("https://acme.manage.na1.bookingplatform.app")
-    grant.save_client_auth("rfc6749")
+    grant.save_client_auth("raw")
+    grant.save(TOKENS, client_auth="rfc6749")
+    grant.save(TOKENS)  # None: the learnt form is kept
     newer = TokenSet("access-2", "refresh-2", 2_000_000_100.0, 2_001_000_100.0, 1_700_000_100.0)
     grant.save(newer)
     seen = open_kind(kind).grant(KEY).load_record()
@@ -143,6 +145,8 @@ def test_grant_handles_refuse_bad_values() -> None:
     grant = MemoryStore().grant(KEY)
     with pytest.raises(StoreError, match="client_auth must be one of"):
         grant.save_client_auth("basic")
+    with pytest.raises(StoreError, match="client_auth must be one of"):
+        grant.save(TOKENS, client_auth="basic")
     with pytest.raises(StoreError, match="not an http"):
         grant.save_origin("ftp://acme.checkfront.com")
     with pytest.raises(StoreError, match="credential must be one of"):
