@@ -147,6 +147,11 @@ class TokenSet(Record):
                 "the store is corrupt: log in again to replace it"
             )
         version = record.get("version")
+        if version is None:
+            raise InvalidTokenRecord(
+                "token record: this is not a cfauth token record (it has no 'version'); pass "
+                "a dict written by TokenSet.to_dict, or log in again to make one"
+            )
         if type(version) is not int or version != RECORD_VERSION:
             raise InvalidTokenRecord(
                 f"token record: unknown version {version!r} (this cfauth reads version "
@@ -241,7 +246,11 @@ def scrub(text: str, secrets: Iterable[str], limit: int = 300) -> str:
     bounded after hiding (so no secret is cut in half and half shown)."""
     text = hide(text, secrets)
     text = "".join(c if c.isprintable() else " " for c in text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")  # end on a whole word when there is one
+    return (cut[:space].rstrip() if space > 0 and text[limit] != " " else cut) + "..."
 
 
 def load_json(body: bytes) -> object:

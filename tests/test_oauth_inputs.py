@@ -177,3 +177,17 @@ def test_an_error_callback_from_another_issuer_is_a_mix_up_not_a_denial() -> Non
     failed = [a for a in actions if isinstance(a, AuthorizationFailed)]
     assert len(failed) == 1
     assert type(failed[0].error) is RemoteProtocolError
+
+
+@pytest.mark.parametrize("url", ["https://app.example/cb", "/cb"])
+def test_a_callback_at_the_redirect_uri_without_a_query_has_no_state(url: str) -> None:
+    m = pending()
+    with pytest.raises(StateMismatch, match="no single state"):
+        callback(m, url)
+    assert m.state is State.AUTHORIZING
+
+
+@pytest.mark.parametrize("url", ["https://evil.example/cb", "/other"])
+def test_a_callback_elsewhere_without_a_query_is_ignored(url: str) -> None:
+    with pytest.raises(StateMismatch, match="not at the redirect URI"):
+        callback(pending(), url)

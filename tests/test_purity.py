@@ -179,6 +179,7 @@ INTERNAL = {
     "is_unicode",
     "hide",
     "secret_forms",
+    "is_oauth_path",
     "load_json",
     "next_state",
     "parse_oauth_error",

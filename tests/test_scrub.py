@@ -103,8 +103,10 @@ def encodings(secret: str) -> set[str]:
 
 
 def basic_forms(user: str, password: str) -> set[str]:
+    """The Basic credentials of an OAuth2 client: percent-encoded (RFC 6749
+    section 2.3.1) and raw (the fallback for servers that do not decode)."""
     return {
-        b64(f"{quote_plus(user, safe='')}:{quote_plus(password, safe='')}"),
+        b64(f"{quote(user, safe='')}:{quote(password, safe='')}"),
         b64(f"{user}:{password}"),
     }
 

@@ -35,12 +35,14 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     RefreshAborted,
+    RefreshFailed,
     ResponseReceived,
     Send,
     SendFailed,
     TokenSet,
     TokensLoaded,
 )
+from cfauth_core._errors import detach
 
 NOW = 1_700_000_000.0
 API_KEY_ID = "key-0001"
@@ -69,7 +71,7 @@ SECRETS: set[str] = set().union(
     *(forms(s) for s in (API_SECRET, CLIENT_SECRET, ACCESS, REFRESH, CODE, VERIFIER)),
     {
         _b64(f"{API_KEY_ID}:{API_SECRET}"),
-        _b64(f"{quote_plus(CLIENT_ID)}:{quote_plus(CLIENT_SECRET, safe='')}"),
+        _b64(f"{quote(CLIENT_ID, safe='')}:{quote(CLIENT_SECRET, safe='')}"),
         _b64(f"{CLIENT_ID}:{CLIENT_SECRET}"),
     },
 )
@@ -209,7 +211,12 @@ def refresh_invalid_grant() -> list[Action]:
 
 def refresh_invalid_client() -> list[Action]:
     m, send = _refresh()
-    return m.handle(answer(send.request_id, 401, oauth_error("invalid_client", CLIENT_SECRET)))
+    # Refused in both client authentication forms (the raw one is tried second).
+    refused = oauth_error("invalid_client", CLIENT_SECRET)
+    actions = m.handle(answer(send.request_id, 401, refused))
+    for retry in sends(actions):
+        actions = m.handle(answer(retry.request_id, 401, refused))
+    return actions
 
 
 def refresh_send_failed() -> list[Action]:
@@ -283,3 +290,20 @@ def test_an_error_raised_by_handle_carries_none_of_the_core_frames() -> None:
     assert [f.f_code.co_name for f in frames][1:] == ["handle"]
     shown = repr(frames[-1].f_locals)
     assert not [s for s in SECRETS if s in shown]
+
+
+def test_detach_walks_a_chain_that_meets_itself() -> None:
+    """An error reached twice (as the cause and the context of another, or in a
+    cycle) is cut loose once, and the walk ends."""
+    inner = RefreshFailed("inner")
+    outer = RefreshFailed("outer", cause=inner)
+    for error in (inner, outer):
+        try:
+            raise error
+        except RefreshFailed:
+            pass
+    outer.__context__ = inner
+    inner.__context__ = outer  # a cycle
+    assert detach(outer) is outer
+    assert outer.__traceback__ is None
+    assert inner.__traceback__ is None

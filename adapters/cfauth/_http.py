@@ -1,10 +1,12 @@
 """What the adapters share: the response type, the transport protocol, API
-errors and the ``resolve`` override."""
+errors."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cfauth_core import CfauthError, Request
@@ -17,7 +19,10 @@ __all__ = [
     "call_headers",
     "check_api_response",
     "failure_reason",
-    "parse_resolve",
+    "iso_time",
+    "iso_times",
+    "send_retryable",
+    "shorten",
 ]
 
 
@@ -63,6 +68,24 @@ class Response:
 Transport = Callable[[Request], Response]
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text``, or its start up to the last word that fits and an explicit
+    ``...``, at most ``limit`` characters in all (cut mid-word only when the
+    first word alone does not fit)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 3, 0)]
+    space = cut.rfind(" ")
+    if space > 0 and not text[len(cut)].isspace():
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "..."
+
+
+#: How long a transport failure's description may be (the TLS failure, which
+#: names the host, what went wrong and the fix, fits whole).
+_REASON_LIMIT = 500
+
+
 def failure_reason(error: BaseException) -> str:
     """A short description of a transport failure, for ``SendFailed``.
 
@@ -70,7 +93,45 @@ def failure_reason(error: BaseException) -> str:
     (and the machine scrubs the ones it knows anyway).
     """
     text = str(error).strip()
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+    name = type(error).__name__
+    return shorten(f"{name}: {text}", _REASON_LIMIT) if text else name
+
+
+def _utc(timestamp: float) -> str | None:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def iso_time(timestamp: float) -> str:
+    """A wall-clock time (seconds since the epoch) as ISO 8601 UTC,
+    ``2026-12-06T03:24:47Z``, for people reading logs and output (a time
+    beyond the calendar's range is shown as the number it is)."""
+    return _utc(timestamp) or repr(timestamp)
+
+
+def _iso_field(match: re.Match[str]) -> str:
+    shown = _utc(float(match[2]))
+    return match[0] if shown is None else f"{match[1]}={shown}"
+
+
+#: ``name=<epoch seconds>`` in the repr of an event, action or token set.
+_TIME_FIELD = re.compile(
+    r"\b(now|at|deadline|expires_at|refresh_expires_at|updated_at|redirected_at)"
+    r"=(\d+(?:\.\d+)?)(?![\w.])"
+)
+
+
+def iso_times(text: str) -> str:
+    """``text`` (a record's repr) with every time field shown as ISO 8601 UTC."""
+    return _TIME_FIELD.sub(_iso_field, text)
+
+
+def send_retryable(error: BaseException) -> bool:
+    """Whether a transport failure may succeed if simply sent again: not when
+    the exception says ``retryable = False`` (an untrusted certificate)."""
+    return getattr(error, "retryable", True) is not False
 
 
 def call_headers(
@@ -155,29 +216,9 @@ def _api_error(response: Response, scrub: Callable[[str], str]) -> ApiError | No
     summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if isinstance(v, (str, int)))
     return ApiError(
         f"Checkfront answered HTTP {response.status} for {response.url}"
-        + (f": {summary[:300]}" if summary else "")
+        + (f": {shorten(summary, 300)}" if summary else "")
         + "; see .error for the details",
         status=response.status,
         error=details,
         response=response,
     )
-
-
-def parse_resolve(resolve: Mapping[str, str] | None) -> dict[tuple[str, int], tuple[str, int]]:
-    """``{"acme.checkfront.com:443": "127.0.0.1:8443"}`` -> ``{(host, port): (addr, port)}``.
-
-    Like curl's ``--resolve``: the connection goes to the address, while the
-    host name is kept for SNI, the certificate check and the ``Host`` header.
-    """
-    result: dict[tuple[str, int], tuple[str, int]] = {}
-    for key, value in (resolve or {}).items():
-        try:
-            host, _, port = key.rpartition(":")
-            addr, _, addr_port = value.rpartition(":")
-            result[host.lower().strip("[]"), int(port)] = (addr.strip("[]"), int(addr_port))
-        except ValueError:
-            raise ValueError(
-                f"resolve: {key!r}: {value!r} is not 'host:port': 'address:port' "
-                "(e.g. {'acme.checkfront.com:443': '127.0.0.1:8443'})"
-            ) from None
-    return result

@@ -46,16 +46,21 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import SKIP_HEADER, Retry
+try:
+    import urllib3
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util import SKIP_HEADER, Retry
+except ImportError as error:  # installed without the urllib3 extra
+    from ._extras import missing_extra
+
+    raise missing_extra("cfauth.urllib3", "urllib3", error) from None
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure, parse_resolve
+from ._http import Response, TransportFailure
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stdlib import (
-    _check_options,
     _describe,
     _failure,
     _FirstByteResponse,
@@ -63,9 +68,8 @@ from .stdlib import (
     _OriginKey,
     _Prepare,
     _Target,
-    _tls_context,
 )
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore
 from .sync import Client, build_client
 
 __all__ = ["Urllib3Transport", "client"]
@@ -189,7 +193,7 @@ class Urllib3Transport:
         resolve: Mapping[str, str] | None = None,
         pool_maxsize: int = 10,
     ) -> None:
-        _check_options(connect_timeout, read_timeout, pool_maxsize)
+        check_options(connect_timeout, read_timeout, pool_maxsize, pool="pool_maxsize", least=0)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._resolve = parse_resolve(resolve)
@@ -200,7 +204,7 @@ class Urllib3Transport:
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             cert_reqs="CERT_REQUIRED",
-            ssl_context=_tls_context(ssl_context, ca_file),
+            ssl_context=tls_context(ssl_context, ca_file),
         )
         self._manager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self._prepare: _Prepare[_Headers] = _Prepare(self._resolve, _build_headers)
@@ -259,6 +263,9 @@ class Urllib3Transport:
 
     def _failure(self, target: _Target, error: BaseException, request: Request) -> TransportFailure:
         """urllib3's error type, and the OS or TLS error underneath it if any."""
+        untrusted = untrusted_certificate(target.describe(), error)
+        if untrusted is not None:
+            return untrusted
         phase, timeout = "request to", None
         if isinstance(error, urllib3.exceptions.NewConnectionError):
             phase = "connect to"  # refused, unreachable, no such host: not a timeout
@@ -298,7 +305,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
+
+from cfauth_core import InvalidInput
 
 from ._clock import Clock, SandboxClock
 from ._model import Credential, RequestRecord, SandboxAccount, SandboxRequest, SandboxResponse
@@ -283,6 +285,13 @@ def _bearer_challenge(error: str, description: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------
 
 
+class UnknownAccount(InvalidInput, KeyError):
+    """No sandbox account by that name (a ``KeyError`` too, for lookups)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class SandboxApp:
     """A Checkfront-compatible API server, sans-IO.
 
@@ -300,13 +309,20 @@ class SandboxApp:
         if isinstance(accounts, str):
             accounts = (accounts,)
         if not accounts:
-            raise ValueError("a sandbox needs at least one account name")
+            raise InvalidInput(
+                "a sandbox needs at least one account name; pass e.g. accounts=('acme',)"
+            )
         self._lock = threading.RLock()
         self.clock: Clock = clock if clock is not None else SandboxClock()
         self.auto_consent: bool = True
         """Answer ``GET /oauth/`` with an immediate redirect (True) or a consent page."""
         self.deny_next: bool = False
         """Deny the next authorization decision (``error=access_denied``), then reset."""
+        self.client_credentials: str = "form"
+        """How ``/oauth/token/`` reads the Basic client id and secret, as real servers
+        differ: ``"form"`` form-decodes them (RFC 6749 2.3.1: ``+`` and ``%20`` are a
+        space), ``"percent"`` only percent-decodes them (``+`` stays ``+``), ``"raw"``
+        compares them as sent, without decoding."""
         self.access_token_lifetime: int = ACCESS_TOKEN_LIFETIME
         self.refresh_token_lifetime: int = REFRESH_TOKEN_LIFETIME
         self.code_lifetime: int = CODE_LIFETIME
@@ -323,7 +339,10 @@ class SandboxApp:
         for index, raw in enumerate(accounts, start=1):
             name = raw.lower()
             if not _NAME_RE.fullmatch(name) or name in self._accounts:
-                raise ValueError(f"account names must be distinct DNS labels, got {raw!r}")
+                raise InvalidInput(
+                    f"account names must be distinct DNS labels, got {raw!r}; pass lower-case "
+                    "names of letters, digits and hyphens such as 'acme'"
+                )
             bookings, items, customers = _seed_data(name)
             account = _Account(
                 name=name,
@@ -361,7 +380,7 @@ class SandboxApp:
     def new_origin(self, name: str, region: str = "na1") -> str:
         """``https://NAME.manage.REGION.bookingplatform.app``: where a migrated account lives."""
         if region not in REGIONS:
-            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+            raise InvalidInput(f"region must be one of {REGIONS}, got {region!r}")
         return f"https://{self._get_account(name).name}.manage.{region}.bookingplatform.app"
 
     def account(self, name: str) -> SandboxAccount:
@@ -400,15 +419,23 @@ class SandboxApp:
         example with ``:`` or ``+`` in them) to test RFC 6749 2.3.1 form-encoding.
         """
         if not redirect_uri:
-            raise ValueError("register_client needs the exact redirect_uri the client will send")
+            raise InvalidInput(
+                "register_client needs the exact redirect_uri the client will send; pass "
+                "e.g. redirect_uri='http://127.0.0.1:8765/callback'"
+            )
         with self._lock:
             account = self._get_account(name)
             cid = client_id if client_id is not None else self._new_secret()
             secret = client_secret if client_secret is not None else self._new_secret()
             if not cid or not secret:
-                raise ValueError("client_id and client_secret must not be empty")
+                raise InvalidInput(
+                    "client_id and client_secret must not be empty; leave them out to have "
+                    "the sandbox make them"
+                )
             if cid in self._clients:
-                raise ValueError("that client_id is already registered")
+                raise InvalidInput(
+                    f"client_id {cid!r} is already registered; pass another or leave it out"
+                )
             if len(secret) >= 8:  # scrubbed from records; a shorter one would scrub noise
                 self._secrets.add(secret)
             client = _Client(account.name, cid, secret, redirect_uri)
@@ -425,7 +452,10 @@ class SandboxApp:
             account = self._get_account(name)
             cid = client_id if client_id is not None else account.default_client
             if cid not in account.clients:
-                raise ValueError(f"no such client for account {account.name!r}")
+                raise InvalidInput(
+                    f"no client {cid!r} for account {account.name!r}; register it first "
+                    "with register_client(...)"
+                )
             return self._issue(account.name, cid)
 
     def revoke_access_token(self, name: str) -> int:
@@ -461,7 +491,7 @@ class SandboxApp:
         """Answer the next ``n`` requests (to account hosts, optionally only under
         ``path_prefix``) with ``status`` (429, 500, 503...) and ``Retry-After`` if given."""
         if status < 400:
-            raise ValueError("fail_next takes an error status (>= 400)")
+            raise InvalidInput(f"fail_next takes an error status (>= 400), got {status!r}")
         errors = {
             429: ("rate_limited", "Too many requests; slow down and retry later."),
             503: ("temporarily_unavailable", "The service is temporarily unavailable."),
@@ -500,7 +530,9 @@ class SandboxApp:
         """Answer the next ``n`` requests under ``path_prefix`` (default: API calls) with
         a ``status`` redirect to ``location`` (e.g. ``https://evil.example/steal``)."""
         if status not in (301, 302, 303, 307, 308):
-            raise ValueError("redirect_next takes a redirect status (301/302/303/307/308)")
+            raise InvalidInput(
+                f"redirect_next takes a redirect status (301/302/303/307/308), got {status!r}"
+            )
         self._inject(n, path_prefix, lambda: _redirect(status, location))
 
     def migrate(self, name: str, region: str = "na1", *, bare_location: bool = False) -> None:
@@ -509,7 +541,7 @@ class SandboxApp:
         the origin with ``bare_location=True``, as Checkfront's page shows). The new host
         serves the same account, tokens and data (it always does, migrated or not)."""
         if region not in REGIONS:
-            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+            raise InvalidInput(f"region must be one of {REGIONS}, got {region!r}")
         with self._lock:
             account = self._get_account(name)
             account.region = region
@@ -573,11 +605,14 @@ class SandboxApp:
         try:
             return self._accounts[name.lower()]
         except KeyError:
-            raise KeyError(f"no sandbox account {name!r}; have {list(self._accounts)}") from None
+            raise UnknownAccount(
+                f"no sandbox account {name!r}; have {list(self._accounts)} (name more with "
+                "Sandbox(accounts=(...)))"
+            ) from None
 
     def _inject(self, n: int, path_prefix: str | None, make: Callable[[], SandboxResponse]) -> None:
         if n < 1:
-            raise ValueError("n must be at least 1")
+            raise InvalidInput(f"n must be at least 1, got {n!r}")
         with self._lock:
             self._injections.append(_Injection(n, path_prefix, make))
 
@@ -633,7 +668,7 @@ class SandboxApp:
         kind: Credential = "basic-other"
         if any(hmac.compare_digest(user, a.api_key) for a in self._accounts.values()):
             kind = "basic-pair"
-        elif user in self._clients or unquote_plus(user) in self._clients:
+        elif user in self._clients or self._client_text(user) in self._clients:
             kind = "basic-client"
         return _Auth(kind, True, param_present, user=user, password=password)
 
@@ -833,10 +868,10 @@ class SandboxApp:
             )
         if auth.malformed:
             return _error(401, "invalid_client", "Malformed auth header.", basic_challenge)
-        client_id = unquote_plus(auth.user)
+        client_id = self._client_text(auth.user)
         client = account.clients.get(client_id)
         if client is None or not hmac.compare_digest(
-            unquote_plus(auth.password), client.client_secret
+            self._client_text(auth.password).encode(), client.client_secret.encode()
         ):
             return _error(
                 401, "invalid_client", "The client credentials are invalid", basic_challenge
@@ -854,6 +889,14 @@ class SandboxApp:
         if grant_type == "refresh_token":
             return self._refresh_grant(rq, client)
         return _error(400, "unsupported_grant_type", f'Grant type "{grant_type}" not supported')
+
+    def _client_text(self, text: str) -> str:
+        """A Basic client id or secret as this server reads it (``client_credentials``)."""
+        if self.client_credentials == "raw":
+            return text
+        if self.client_credentials == "percent":
+            return unquote(text)
+        return unquote_plus(text)
 
     def _exchange_code(self, rq: _Parsed, client: _Client) -> SandboxResponse:
         code = rq.f("code")
