@@ -139,7 +139,7 @@ class CallRequested(Event):
 
 def check_headers(headers: Headers) -> None:
     """Refuse header fields that are malformed, that the core owns, or whose
-    value breaks the header value rule (:data:`HEADER_VALUE`), with
+    value breaks the header value rule, with
     :class:`InvalidInput` naming the header (never quoting the value)."""
     for item in headers:
         if not isinstance(item, tuple) or len(item) != 2:
@@ -156,7 +156,9 @@ def check_headers(headers: Headers) -> None:
 
 
 def check_header_value(what: str, value: object) -> None:
-    """Refuse a header value that breaks :data:`HEADER_VALUE`; ``what`` names it."""
+    """Refuse a header value that breaks the rule every header value a caller
+    sets must follow (visible ASCII, with spaces and tabs only between visible
+    characters), with :class:`InvalidInput`; ``what`` names the value."""
     if not isinstance(value, str) or HEADER_VALUE.fullmatch(value) is None:
         raise InvalidInput(
             f"{what} must be a string of visible ASCII characters, with spaces or tabs only "
