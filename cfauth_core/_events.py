@@ -177,24 +177,38 @@ class ResponseReceived(Event):
 class SendFailed(Event):
     """The request of ``Send(request_id=...)`` failed in transport (connect,
     TLS, timeout, reset, cancelled).  ``reason`` is a short description for
-    messages; it must not contain secrets (cfauth scrubs the ones it knows)."""
+    messages; it must not contain secrets (cfauth scrubs the ones it knows).
 
-    __slots__ = ("now", "request_id", "reason")
+    ``unsent`` is ``True`` only when the transport knows that nothing of the
+    request was written (so the server cannot have processed it); the default
+    ``False`` means it may have been, and a call that is not idempotent then
+    fails with a message saying to check before sending it again."""
+
+    __slots__ = ("now", "request_id", "reason", "unsent")
     now: float
     request_id: int
     reason: str
+    unsent: bool
 
     def __new__(
-        cls, *, now: float, request_id: int, reason: str = "the transport failed"
+        cls,
+        *,
+        now: float,
+        request_id: int,
+        reason: str = "the transport failed",
+        unsent: bool = False,
     ) -> SendFailed:
         self: SendFailed = _new(cls._fast)
         _check_now(now)
         _check_id(request_id)
         if not isinstance(reason, str):
             raise InvalidInput("reason: pass a short description as a string")
+        if type(unsent) is not bool:
+            raise InvalidInput("unsent: pass True or False")
         self.now = now
         self.request_id = request_id
         self.reason = reason
+        self.unsent = unsent
         self.__class__ = cls
         return self
 

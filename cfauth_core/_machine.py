@@ -192,6 +192,17 @@ class Config(Record):
         return self
 
 
+#: Methods whose request may be sent again without changing the outcome (RFC 9110 9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _replayable(method: str, headers: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a request may be sent again after a failure that may have left it
+    processed: an idempotent method, or one the caller marked with an
+    ``Idempotency-Key`` header."""
+    return method in _IDEMPOTENT or any(n.lower() == "idempotency-key" for n, _ in headers)
+
+
 def _is_header_value(value: str) -> bool:
     return value.isprintable() and value.isascii()
 
@@ -916,11 +927,17 @@ class Machine:
             error = TransportError(f"the token request could not be completed: {reason}")
             self._token_request_failed(pending, error, event.now, actions)
         else:
+            if event.unsent or _replayable(pending.method, pending.headers):
+                advice = "the call may be retried"
+            else:
+                advice = (
+                    "the server may have processed it: check whether it took effect "
+                    "before sending it again"
+                )
             self._fail(
                 pending,
                 TransportError(
-                    f"{pending.method} {pending.sent_to} could not be completed: {reason}; "
-                    "the call may be retried"
+                    f"{pending.method} {pending.sent_to} could not be completed: {reason}; {advice}"
                 ),
                 actions,
             )
