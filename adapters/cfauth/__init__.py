@@ -10,10 +10,18 @@
 
 from cfauth_core import __version__
 
-from ._http import ApiError, Response, Transport, TransportFailure, check_api_response
+from ._http import (
+    ApiError,
+    OutcomeUnknown,
+    Response,
+    Transport,
+    TransportFailure,
+    check_api_response,
+)
 
 __all__ = [
     "ApiError",
+    "OutcomeUnknown",
     "Response",
     "Transport",
     "TransportFailure",

@@ -65,7 +65,6 @@ URL query or a body.
 
 from __future__ import annotations
 
-import email.parser
 import http.client
 import io
 import re
@@ -74,14 +73,24 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure, parse_resolve
+from ._http import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_TOTAL_TIMEOUT,
+    Response,
+    TransportFailure,
+    parse_resolve,
+    replayable,
+    request_failure,
+    response_cap,
+)
 from .stores import TokenStore
 from .sync import Client, build_client
 
@@ -336,6 +345,13 @@ def _tls_context(ssl_context: ssl.SSLContext | None, ca_file: str | None) -> ssl
     return ssl_context
 
 
+def _check_limits(total_timeout: float | None, max_response_size: int) -> None:
+    if total_timeout is not None and not total_timeout > 0:
+        raise ValueError("total_timeout must be a positive number of seconds, or None for no limit")
+    if type(max_response_size) is not int or max_response_size < 1:
+        raise ValueError("max_response_size must be a positive number of bytes")
+
+
 def _check_options(connect_timeout: float, read_timeout: float, pool_size: int) -> None:
     if not connect_timeout > 0 or not read_timeout > 0:
         raise ValueError("connect_timeout and read_timeout must be positive numbers of seconds")
@@ -347,7 +363,14 @@ def _describe(error: BaseException) -> str:
     """The error's type and, for errors whose text comes from the OS or TLS
     library (not from headers or bodies), its message."""
     name = type(error).__name__
-    if isinstance(error, (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead)):
+    known = (
+        OSError,
+        http.client.RemoteDisconnected,
+        http.client.IncompleteRead,
+        MalformedResponse,  # these two never quote the response
+        ResponseTooLarge,
+    )
+    if isinstance(error, known):
         text = str(error).strip()
         if text:
             return f"{name}: {text[:300]}"
@@ -372,11 +395,14 @@ def _detail(error: BaseException, timeout: float | None) -> str:
     return _describe(error)
 
 
+def _message(phase: str, target: _Target, detail: str, request: Request) -> str:
+    """A failure's message: the method, the phase, the host and the detail."""
+    return _scrub(f"{request.method} {phase} {target.describe()} failed: {detail}", request)
+
+
 def _failure(phase: str, target: _Target, detail: str, request: Request) -> TransportFailure:
-    """The failure to raise: the method, the phase, the host and the detail."""
-    return TransportFailure(
-        _scrub(f"{request.method} {phase} {target.describe()} failed: {detail}", request)
-    )
+    """The failure to raise when nothing of the request was written."""
+    return TransportFailure(_message(phase, target, detail, request), unsent=True)
 
 
 class _NothingReceived(Exception):
@@ -393,54 +419,211 @@ class _NothingReceived(Exception):
 #: http.client's limits on a header line and on the number of header lines.
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
-#: A header line the fast parse takes: a token, a colon and a value with none
-#: of the characters that end a line for the email parser, then CRLF or LF.
-#: Anything else goes through the email parser, as in http.client.
-_SIMPLE_HEADER = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x0b\x0c\x1c-\x1e\x85]*\r?\n")
+#: How many interim (1xx) responses may come before the final one.
+_MAX_INTERIM = 32
+#: A header field line (RFC 9112 5): a token, a colon and a value of visible
+#: characters, spaces and tabs (no NUL, CR or other controls), then CRLF or LF.
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n")
+#: Pieces in which a body of unknown length is read (so the size cap holds).
+_PIECE = 65536
+
+
+class MalformedResponse(http.client.HTTPException):
+    """The response broke HTTP/1.1 framing.  The message never quotes it."""
+
+
+class ResponseTooLarge(http.client.HTTPException):
+    """The response body is larger than the transport accepts."""
+
+
+class _NoInput(Exception):
+    """Nothing to read without waiting (see :meth:`_SocketReader.readinto`)."""
+
+
+class TotalTimeout(TimeoutError):
+    """The request's ``total_timeout`` ran out."""
+
+
+def _has_input(sock: socket.socket) -> bool:
+    """Whether a read on ``sock`` would not wait: bytes (or end-of-file) in the
+    socket, or bytes already decrypted inside the TLS layer."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return not _idle(sock)
+
+
+def _idle(sock: socket.socket) -> bool:
+    """Whether ``sock`` has nothing to read (no byte, no end-of-file) right now."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
+        return not readable  # pragma: no cover - Windows
+    except (OSError, ValueError):
+        return False
+
+
+class _SocketReader(io.RawIOBase):
+    """The socket under a response's buffered reader.
+
+    Every read is bounded by the socket's timeout (``read_timeout``) and by
+    the request's ``deadline`` (``total_timeout``, on ``time.monotonic``):
+    when the deadline is nearer than the read timeout, the socket's timeout
+    is shortened to it and :attr:`shortened` says so.  With :attr:`probing`
+    set, a read that would wait raises :class:`_NoInput` instead: how the
+    response finds out, without waiting, whether anything follows it.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
+        super().__init__()
+        self.sock = sock
+        # what socket.makefile() reads with: it keeps the socket open (however
+        # http.client's connection closes it) until the response is closed
+        self._io = sock.makefile("rb", buffering=0)
+        self.deadline = deadline
+        self.timeout = timeout = sock.gettimeout()
+        self.read_timeout = float("inf") if timeout is None else timeout
+        self.probing = False
+        self.shortened = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        sock = self.sock
+        if self.probing:
+            if not _has_input(sock):
+                raise _NoInput
+            # Something is there, but maybe only part of a TLS record (or a
+            # session ticket): look without waiting for the rest.
+            sock.settimeout(0.0)
+            try:
+                return sock.recv_into(buffer)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                raise _NoInput from None
+            finally:
+                sock.settimeout(self.timeout)
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left < self.read_timeout:
+                if left <= 0:
+                    raise TotalTimeout
+                sock.settimeout(left)
+                self.shortened = True
+        try:
+            return self._io.readinto(buffer)  # type: ignore[return-value]
+        except TimeoutError:
+            if self.shortened:
+                raise TotalTimeout from None
+            raise
+
+    def close(self) -> None:
+        self._io.close()
+        super().close()
+
+    def restore(self) -> None:
+        """Give the socket its read timeout back (for the next request)."""
+        if self.shortened:
+            self.shortened = False
+            with suppress(OSError):
+                self.sock.settimeout(self.timeout)
+
+
+class _FileSource:
+    """What ``http.client.HTTPResponse.__init__`` takes a file from."""
+
+    __slots__ = ("fp",)
+
+    def __init__(self, fp: io.BufferedReader) -> None:
+        self.fp = fp
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return self.fp
 
 
 def _read_header_lines(fp: io.BufferedIOBase) -> list[bytes]:
-    """The header lines up to and including the blank one (http.client's limits)."""
+    """The header lines up to and including the blank one (http.client's
+    limits).  End-of-file before the blank line is a failure, never the end
+    of the headers."""
     lines = []
     while True:
         line = fp.readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
             raise http.client.LineTooLong("header line")
+        if not line.endswith(b"\n"):
+            raise MalformedResponse("the connection ended inside the response headers")
         lines.append(line)
         if len(lines) > _MAX_HEADERS:
             raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
-        if line in (b"\r\n", b"\n", b""):
+        if line in (b"\r\n", b"\n"):
             return lines
 
 
 def _parse_headers(fp: io.BufferedIOBase) -> http.client.HTTPMessage:
-    """What :func:`http.client.parse_headers` returns, without the email
-    parser's cost when every line is a plain ``Name: value``: the same
-    message, holding the same (name, value) pairs."""
+    """The header block as http.client's message (the same (name, value)
+    pairs :func:`http.client.parse_headers` gives for well-formed lines).
+
+    Each line must be a header field (RFC 9112 5) or continue the one before
+    (obsolete line folding, joined with a space); anything else fails the
+    response, as h11 does, without quoting the line.
+    """
     lines = _read_header_lines(fp)
-    fields = lines[:-1]
-    match = _SIMPLE_HEADER.fullmatch
-    if not all(match(line) for line in fields):
-        text = b"".join(lines).decode("iso-8859-1")
-        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
     message = http.client.HTTPMessage()
-    for line in fields:
-        name, value = line.decode("iso-8859-1").split(":", 1)
-        # as the email parser's compat32 policy stores it (header_source_parse)
-        message.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+    fields: list[list[str]] = []
+    match = _FIELD_LINE.fullmatch
+    for line in lines[:-1]:
+        found = match(line)
+        if found is not None:
+            name, value = found.groups()
+            fields.append([name.decode("ascii"), value.decode("iso-8859-1").strip(" \t")])
+        elif fields and line[:1] in (b" ", b"\t") and match(b"x:" + line):
+            folded = line.decode("iso-8859-1").strip(" \t\r\n")
+            fields[-1][1] = f"{fields[-1][1]} {folded}".strip(" ")
+        else:
+            raise MalformedResponse("a response header line is malformed (not shown)")
+    for name, value in fields:
+        message.set_raw(name, value)
     return message
 
 
 class _FirstByteResponse(http.client.HTTPResponse):
-    """An ``HTTPResponse`` that tells "closed before the first byte" apart.
+    """An ``HTTPResponse`` that tells "closed before the first byte" apart,
+    reads strictly, and says whether its connection may be reused.
 
     ``begin`` first waits for one byte: if the connection was closed or reset
     before it, nothing of the response has arrived and :class:`_NothingReceived`
-    says so; anything after that is reported as it is.  The rest of ``begin``
-    is http.client's, with :func:`_parse_headers` for the header lines.
+    says so; anything after that is reported as it is.  Interim (1xx)
+    responses are skipped; end-of-file inside the status line or the headers,
+    a malformed header line or ``Content-Length`` fail the response; a body
+    larger than ``max_body`` fails it before it is buffered.  When the body has
+    been read completely, anything already there after it (in the reader's
+    buffer, the TLS layer or the socket) means the server sent more than was
+    asked: :attr:`will_close` is then set, and ``owner`` (the connection) is
+    closed, so the bytes can never be read as the next request's answer.
     """
 
     _method: str | None
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float | None = None,
+        max_body: int = DEFAULT_MAX_RESPONSE_SIZE,
+        owner: http.client.HTTPConnection | None = None,
+    ) -> None:
+        self._reader = _SocketReader(sock, deadline)
+        fp = io.BufferedReader(self._reader)
+        super().__init__(_FileSource(fp), debuglevel, method, url)  # type: ignore[arg-type]
+        self._max_body = max_body
+        self._owner = owner
+        self._body_size = 0
+        self.surplus = False
 
     def begin(self) -> None:
         if self.headers is not None:
@@ -453,11 +636,13 @@ class _FirstByteResponse(http.client.HTTPResponse):
             raise _NothingReceived(
                 http.client.RemoteDisconnected("Remote end closed connection without response")
             )
-        while True:  # read until a non-100 response
+        for _ in range(_MAX_INTERIM + 1):  # interim (1xx) responses are skipped
             version, status, reason = self._read_status()
-            if status != http.client.CONTINUE:
+            if not 100 <= status < 200:
                 break
-            _read_header_lines(self.fp)  # the 100 response's headers
+            _read_header_lines(self.fp)
+        else:
+            raise MalformedResponse(f"more than {_MAX_INTERIM} interim (1xx) responses")
         self.code = self.status = status
         self.reason = reason.strip()
         if version in ("HTTP/1.0", "HTTP/0.9"):
@@ -466,42 +651,95 @@ class _FirstByteResponse(http.client.HTTPResponse):
             self.version = 11
         else:
             raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = _parse_headers(self.fp)
-        encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(encoding and encoding.lower() == "chunked")
-        if self.chunked:
+        self.headers = self.msg = headers = _parse_headers(self.fp)
+        encodings = headers.get_all("transfer-encoding")
+        lengths = headers.get_all("content-length")
+        self.chunked = False
+        if encodings:
+            if ",".join(encodings).replace(" ", "").lower() != "chunked":
+                raise MalformedResponse("the response uses a transfer coding other than chunked")
+            self.chunked = True
             self.chunk_left = None
-        self.will_close = self._check_close()
+        self.will_close = self._check_close() or bool(encodings and lengths)
         self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            try:
-                self.length = int(length)
-            except ValueError:
-                self.length = None
-            else:
-                if self.length < 0:  # nonsensical negative lengths are ignored
-                    self.length = None
-        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":
+        if lengths and not self.chunked:
+            values = {value.strip(" \t") for value in ",".join(lengths).split(",")}
+            if len(values) != 1 or not all(v.isdigit() and v.isascii() for v in values):
+                raise MalformedResponse("the response's Content-Length is not one number")
+            self.length = int(values.pop())
+        if status in (204, 304) or self._method == "HEAD":
             self.length = 0
+        if self.length is not None and self.length > self._max_body:
+            raise ResponseTooLarge(
+                f"the response body ({self.length} bytes) is larger than {self._max_body}"
+            )
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True
+
+    def _read_status(self) -> tuple[str, int, str]:
+        line = self.fp.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("status line")
+        if not line:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        if not line.endswith(b"\n"):
+            raise MalformedResponse("the connection ended inside the status line")
+        version, _, rest = line.decode("iso-8859-1").partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/") or not (code.isdigit() and 100 <= int(code) <= 999):
+            raise MalformedResponse("the status line is not HTTP/1.x (not shown)")
+        return version, int(code), reason.rstrip("\r\n")
+
+    def read(self, amt: int | None = None) -> bytes:
+        if amt is None and self.length is None and self.fp is not None:
+            # chunked, or until the connection closes: in pieces, within the cap
+            parts: list[bytes] = []
+            while True:
+                piece = self.read(_PIECE)
+                if not piece:
+                    return b"".join(parts)
+                parts.append(piece)
+        data = super().read(amt)
+        self._body_size += len(data)
+        if self._body_size > self._max_body:
+            self.will_close = True
+            raise ResponseTooLarge(f"the response body is larger than {self._max_body} bytes")
+        return data
+
+    def _close_conn(self) -> None:
+        fp = self.fp
+        if fp is None:
+            return
+        self.fp = None  # type: ignore[assignment]
+        reader = self._reader
+        reader.restore()
+        if not self.will_close:
+            # The body is complete: is anything else already there?
+            reader.probing = True
+            try:
+                fp.peek(1)  # bytes, or end-of-file: either way not reusable
+                self.surplus = True
+            except _NoInput:
+                pass
+            except (OSError, ValueError):
+                self.surplus = True
+            finally:
+                reader.probing = False
+            if self.surplus:
+                self.will_close = True
+                if self._owner is not None:
+                    self._owner.close()
+        fp.close()
 
 
 def _is_dropped(sock: socket.socket | None) -> bool:
     """Whether an idle connection is unusable: closed, or readable (a server
-    says nothing unasked on an idle HTTP/1.1 connection, except goodbye)."""
+    says nothing unasked on an idle HTTP/1.1 connection, except goodbye).
+    (Bytes the TLS layer had already decrypted cannot be there: a response is
+    given back only when nothing followed it, see :class:`_FirstByteResponse`.)"""
     if sock is None:
         return True
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
-        return bool(readable)  # pragma: no cover - Windows
-    except (OSError, ValueError):
-        return True
+    return not _idle(sock)
 
 
 # -- the http.client transport ---------------------------------------------------
@@ -537,6 +775,8 @@ class _Connection(http.client.HTTPConnection):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl_context is not None:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
+                # an end-of-file without TLS close_notify is an error, not the end
+                sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
             sock.settimeout(self._read_timeout)
             self._poller = None
             if hasattr(select, "poll"):
@@ -567,12 +807,51 @@ def _encode_headers(headers: list[tuple[str, str]]) -> bytes:
     return b"".join(b"%s: %s\r\n" % (n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
 
 
-class _Stale(Exception):
-    """An attempt failed because the connection was closed before any response byte."""
+def _send_counted(
+    sock: socket.socket,
+    data: bytes | bytearray | memoryview,
+    sent: list[int],
+    deadline: float | None,
+) -> None:
+    """``sock.sendall(data)``, adding to ``sent[0]`` each byte the socket took
+    (so a failure knows whether anything of the request went out); each wait
+    is bounded by the socket's timeout and by ``deadline`` (``time.monotonic``),
+    whose passing raises :class:`TotalTimeout`."""
+    timeout = sock.gettimeout()
+    shortened = False
+    with memoryview(data) as view:
+        total = len(view)
+        done = 0
+        try:
+            while done < total:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TotalTimeout
+                    if timeout is None or left < timeout:
+                        sock.settimeout(left)
+                        shortened = True
+                taken = sock.send(view[done:])
+                done += taken
+                sent[0] += taken
+        except TimeoutError:
+            if shortened:
+                raise TotalTimeout from None
+            raise
+        finally:
+            if shortened:
+                with suppress(OSError):
+                    sock.settimeout(timeout)
 
-    def __init__(self, failure: TransportFailure) -> None:
+
+class _Stale(Exception):
+    """An attempt failed because the connection was closed before any response
+    byte; ``unsent``: before any byte of the request was written, too."""
+
+    def __init__(self, failure: TransportFailure, unsent: bool) -> None:
         super().__init__(str(failure))
         self.failure = failure
+        self.unsent = unsent
 
 
 class HttpClientTransport:
@@ -580,7 +859,9 @@ class HttpClientTransport:
 
     ``ssl_context`` or ``ca_file`` replace the system's CAs (the context must
     verify certificates and host names); ``connect_timeout`` bounds the TCP
-    connect and TLS handshake, ``read_timeout`` each later send or receive;
+    connect and TLS handshake, ``read_timeout`` each later send or receive,
+    ``total_timeout`` (``None``: no limit) the whole exchange once connected;
+    ``max_response_size`` is the largest response body accepted;
     ``resolve`` maps ``"host:port"`` to the ``"address:port"`` to connect to,
     keeping the host name for SNI, the certificate and ``Host``;
     ``max_idle_per_origin`` idle connections are kept per origin for reuse.
@@ -595,13 +876,18 @@ class HttpClientTransport:
         ca_file: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         resolve: Mapping[str, str] | None = None,
         max_idle_per_origin: int = 4,
     ) -> None:
         _check_options(connect_timeout, read_timeout, max_idle_per_origin)
+        _check_limits(total_timeout, max_response_size)
         self._ssl_context = _tls_context(ssl_context, ca_file)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._max_response_size = max_response_size
         self._resolve = parse_resolve(resolve)
         self._max_idle = max_idle_per_origin
         self._lock = threading.Lock()
@@ -612,22 +898,28 @@ class HttpClientTransport:
     def __call__(self, request: Request) -> Response:
         """Send ``request`` as it is and return the response, whatever its status."""
         if self._closed:
-            raise TransportFailure("this transport is closed; create a new one")
-        origin, target, head, length = self._prepare(request)
+            raise TransportFailure("this transport is closed; create a new one", unsent=True)
+        try:
+            origin, target, head, length = self._prepare(request)
+        except TransportFailure as error:
+            error.unsent = True  # refused before anything was sent
+            raise
         head = b"%s %s HTTP/1.1\r\n%s" % (request.method.encode(), target.target.encode(), head)
         if length is not None:
             head += b"Content-Length: %s\r\n" % length.encode()
         head += b"\r\n"
+        total = self._total_timeout
+        deadline = None if total is None else time.monotonic() + total
         conn, reused = self._take(origin)
         try:
-            return self._attempt(conn, not reused, origin, target, request, head)
+            return self._attempt(conn, not reused, origin, target, request, head, deadline)
         except _Stale as stale:
-            if not reused:
+            if not reused or not (stale.unsent or replayable(request)):
                 raise stale.failure from stale.__cause__
         # The server closed the idle connection as the request went out: the
         # one retry, on a new connection (see the module docstring).
         try:
-            return self._attempt(self._new(target), True, origin, target, request, head)
+            return self._attempt(self._new(target), True, origin, target, request, head, deadline)
         except _Stale as stale:
             raise stale.failure from stale.__cause__
 
@@ -699,28 +991,39 @@ class HttpClientTransport:
         target: _Target,
         request: Request,
         head: bytes,
+        deadline: float | None,
     ) -> Response:
-        """Send on ``conn``; give it back after a complete response, close it otherwise.
+        """Send on ``conn``; give it back after a complete response with
+        nothing after it, close it otherwise.
 
-        ``head`` is the request line and headers, encoded and checked; the
-        connection's :class:`http.client.HTTPResponse` reads the response.
-        Raises :class:`_Stale` when the connection turned out closed before any
-        response byte, ``TransportFailure`` for every other failure.
+        ``head`` is the request line and headers, encoded and checked; a
+        :class:`_FirstByteResponse` reads the response.  Raises :class:`_Stale`
+        when the connection turned out closed before any response byte,
+        ``TransportFailure`` (or :class:`~cfauth.OutcomeUnknown`) for every
+        other failure.
         """
         phase = "connect to"
+        sent = [0]
+        body = request.body
+        size = len(head) + (len(body) if body else 0)
         try:
             if fresh:
                 conn.connect()
             phase = "send to"
-            body = request.body
+            sock = conn.sock
             if body and len(body) <= _JOIN_BODY_UP_TO:
-                conn.send(head + body)  # one write: head and (small) body
+                _send_counted(sock, head + body, sent, deadline)  # one write
             else:
-                conn.send(head)
+                _send_counted(sock, head, sent, deadline)
                 if body:
-                    conn.send(body)
+                    _send_counted(sock, body, sent, deadline)
             phase = "response from"
-            response = _FirstByteResponse(conn.sock, method=request.method)
+            response = _FirstByteResponse(
+                sock,
+                method=request.method,
+                deadline=deadline,
+                max_body=response_cap(target.target, self._max_response_size),
+            )
             try:
                 response.begin()
                 body = response.read()
@@ -730,14 +1033,28 @@ class HttpClientTransport:
             result = Response(response.status, list(response.msg.raw_items()), body, request.url)
         except _NothingReceived as nothing:
             conn.close()
-            failure = _failure(phase, target, _describe(nothing.error), request)
-            raise _Stale(failure) from nothing.error
+            failure = request_failure(
+                _message(phase, target, _describe(nothing.error), request),
+                request,
+                written=sent[0],
+                complete=sent[0] == size,
+            )
+            raise _Stale(failure, sent[0] == 0) from nothing.error
         except (OSError, http.client.HTTPException, ValueError) as error:
             conn.close()
-            timeout = self._connect_timeout if phase == "connect to" else self._read_timeout
-            failure = _failure(phase, target, _detail(error, timeout), request)
+            if isinstance(error, TotalTimeout):
+                detail = f"the total timeout ({self._total_timeout:g} s) ran out"
+            else:
+                timeout = self._connect_timeout if phase == "connect to" else self._read_timeout
+                detail = _detail(error, timeout)
+            failure = request_failure(
+                _message(phase, target, detail, request),
+                request,
+                written=sent[0],
+                complete=sent[0] == size,
+            )
             if phase == "send to" and isinstance(error, _DROPPED):
-                raise _Stale(failure) from error
+                raise _Stale(failure, sent[0] == 0) from error
             raise failure from error
         except BaseException:
             conn.close()
@@ -760,6 +1077,8 @@ def client(
     ca_file: str | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
     max_idle_per_origin: int = 4,
     on_behalf: str | None = None,
@@ -784,6 +1103,8 @@ def client(
             ca_file=ca_file,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_response_size=max_response_size,
             resolve=resolve,
             max_idle_per_origin=max_idle_per_origin,
         ),

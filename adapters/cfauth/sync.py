@@ -318,7 +318,12 @@ class Driver:
             except Exception as error:
                 reason = failure_reason(error)
                 log.debug("cfauth: %s %s failed: %s", request.method, request.url, reason)
-                return SendFailed(now=self._clock(), request_id=action.request_id, reason=reason)
+                return SendFailed(
+                    now=self._clock(),
+                    request_id=action.request_id,
+                    reason=reason,
+                    unsent=getattr(error, "unsent", False) is True,
+                )
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "cfauth: %s %s (%s) -> %d",

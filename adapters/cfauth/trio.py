@@ -392,7 +392,10 @@ class Driver:
                     "cfauth: %s %s failed: %s", request.method, request.url, failure_reason(error)
                 )
                 return SendFailed(
-                    now=self._clock(), request_id=action.request_id, reason=failure_reason(error)
+                    now=self._clock(),
+                    request_id=action.request_id,
+                    reason=failure_reason(error),
+                    unsent=getattr(error, "unsent", False) is True,
                 )
             log.debug("cfauth: %s %s -> %d", request.method, request.url, response.status)
             return ResponseReceived(

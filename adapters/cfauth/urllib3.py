@@ -41,8 +41,10 @@ reused connection), the request is sent once more on a new connection.
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
@@ -53,15 +55,27 @@ from urllib3.util import SKIP_HEADER, Retry
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure, parse_resolve
+from ._http import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_TOTAL_TIMEOUT,
+    Response,
+    TransportFailure,
+    parse_resolve,
+    replayable,
+    request_failure,
+    response_cap,
+)
 from .stdlib import (
+    TotalTimeout,
+    _check_limits,
     _check_options,
     _describe,
-    _failure,
     _FirstByteResponse,
+    _message,
     _NothingReceived,
     _OriginKey,
     _Prepare,
+    _send_counted,
     _Target,
     _tls_context,
 )
@@ -72,7 +86,8 @@ __all__ = ["Urllib3Transport", "client"]
 
 
 class _Attempt(threading.local):
-    """What this thread's current request learnt about its connection.
+    """What this thread's current request learnt about its connection, and the
+    limits its response is read with.
 
     urllib3 does not tell which connection a failed request used, so the
     connection records it here (the request runs in the caller's thread).
@@ -80,6 +95,13 @@ class _Attempt(threading.local):
 
     reused = False
     fresh_only = False
+    #: "connect", "send" or "response": where the request got to
+    phase = "connect"
+    #: bytes of the request the socket took, and whether all of it went out
+    written = 0
+    complete = False
+    deadline: float | None = None
+    max_body = DEFAULT_MAX_RESPONSE_SIZE
 
 
 _attempt = _Attempt()
@@ -89,11 +111,32 @@ _MAX_POOLS = 10
 
 
 class _TrackedConnection(HTTPConnection):
-    """Records whether a request goes out on a reused connection, and closes
-    a reused one instead when this thread asked for a fresh one (the retry)."""
+    """Records whether a request goes out on a reused connection (and closes
+    a reused one instead when this thread asked for a fresh one: the retry),
+    how far it got and how many bytes went out; reads the response with
+    :class:`~cfauth.stdlib._FirstByteResponse` under this request's limits."""
 
-    response_class = _FirstByteResponse
     _used_socket: object = None  # the socket the last request went out on
+
+    def response_class(  # type: ignore[override]
+        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, **_: Any
+    ) -> _FirstByteResponse:
+        _attempt.phase = "response"
+        return _FirstByteResponse(
+            sock,
+            debuglevel,
+            method,
+            deadline=_attempt.deadline,
+            max_body=_attempt.max_body,
+            owner=self,
+        )
+
+    def connect(self) -> None:
+        _attempt.phase = "connect"
+        super().connect()
+        if isinstance(self.sock, ssl.SSLSocket):
+            # an end-of-file without TLS close_notify is an error, not the end
+            self.sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         reused = self.sock is not None and self.sock is self._used_socket
@@ -103,10 +146,29 @@ class _TrackedConnection(HTTPConnection):
         _attempt.reused = reused
         super().request(*args, **kwargs)
         self._used_socket = self.sock
+        _attempt.complete = True
+
+    def send(self, data: Any) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # pragma: no cover
+            super().send(data)  # urllib3 sends bytes; http.client could send files
+            _attempt.written += 1
+            return
+        if self.sock is None:
+            self.connect()  # as http.client does
+        _attempt.phase = "send"
+        sent = [0]
+        try:
+            _send_counted(self.sock, data, sent, _attempt.deadline)
+        finally:
+            _attempt.written += sent[0]
 
 
 class _TrackedHTTPSConnection(_TrackedConnection, HTTPSConnection):
-    pass
+    def connect(self) -> None:
+        _attempt.phase = "connect"
+        HTTPSConnection.connect(self)
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
 
 
 class _Pool(HTTPConnectionPool):
@@ -186,12 +248,17 @@ class Urllib3Transport:
         ca_file: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         resolve: Mapping[str, str] | None = None,
         pool_maxsize: int = 10,
     ) -> None:
         _check_options(connect_timeout, read_timeout, pool_maxsize)
+        _check_limits(total_timeout, max_response_size)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._max_response_size = max_response_size
         self._resolve = parse_resolve(resolve)
         self._closed = False
         self._manager = urllib3.PoolManager(
@@ -210,8 +277,12 @@ class Urllib3Transport:
     def __call__(self, request: Request) -> Response:
         """Send ``request`` as it is and return the response, whatever its status."""
         if self._closed:
-            raise TransportFailure("this transport is closed; create a new one")
-        origin, target, headers, length = self._prepare(request)
+            raise TransportFailure("this transport is closed; create a new one", unsent=True)
+        try:
+            origin, target, headers, length = self._prepare(request)
+        except TransportFailure as error:
+            error.unsent = True  # refused before anything was sent
+            raise
         if length is not None:
             headers = headers.copy()
             headers["Content-Length"] = length
@@ -221,10 +292,16 @@ class Urllib3Transport:
             if len(self._pools) >= _MAX_POOLS:
                 self._pools.clear()
             self._pools[origin.key] = pool
+        total = self._total_timeout
+        _attempt.deadline = None if total is None else time.monotonic() + total
+        _attempt.max_body = response_cap(target.target, self._max_response_size)
         fresh_only = False
         while True:
             if fresh_only:
                 _attempt.fresh_only = True
+            _attempt.phase = "connect"
+            _attempt.written = 0
+            _attempt.complete = False
             try:
                 response = pool.urlopen(
                     request.method,
@@ -238,11 +315,17 @@ class Urllib3Transport:
                     decode_content=False,
                 )
             except _NothingReceived as nothing:
-                if _attempt.reused and not fresh_only:
+                written = _attempt.written
+                if _attempt.reused and not fresh_only and (written == 0 or replayable(request)):
                     fresh_only = True
                     continue  # the one retry (see the module docstring)
                 detail = _describe(nothing.error)
-                raise _failure("response from", target, detail, request) from nothing.error
+                raise request_failure(
+                    _message("response from", target, detail, request),
+                    request,
+                    written=written,
+                    complete=_attempt.complete,
+                ) from nothing.error
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
                 raise self._failure(target, error, request) from error
             finally:
@@ -258,20 +341,39 @@ class Urllib3Transport:
         return self._manager.connection_from_host(target.host, target.port, target.scheme)
 
     def _failure(self, target: _Target, error: BaseException, request: Request) -> TransportFailure:
-        """urllib3's error type, and the OS or TLS error underneath it if any."""
-        phase, timeout = "request to", None
-        if isinstance(error, urllib3.exceptions.NewConnectionError):
-            phase = "connect to"  # refused, unreachable, no such host: not a timeout
-        elif isinstance(error, urllib3.exceptions.ConnectTimeoutError):
-            phase, timeout = "connect to", self._connect_timeout
-        elif isinstance(error, urllib3.exceptions.ReadTimeoutError):
-            phase, timeout = "response from", self._read_timeout
-        if timeout is not None:  # urllib3's TimeoutError is not the builtin one
-            detail = f"{type(error).__name__}: timed out after {timeout:g} s"
-            return _failure(phase, target, detail, request)
+        """urllib3's error type, and the OS or TLS error underneath it if any,
+        with the phase the request got to and the timeout that ran out."""
+        phase = {"connect": "connect to", "send": "send to"}.get(_attempt.phase, "response from")
         cause = _root_cause(error)
-        detail = type(error).__name__ + (f" ({_describe(cause)})" if cause is not None else "")
-        return _failure(phase, target, detail, request)
+        if isinstance(cause, TotalTimeout):
+            detail = f"the total timeout ({self._total_timeout:g} s) ran out"
+        elif isinstance(error, urllib3.exceptions.NewConnectionError):
+            phase = "connect to"  # refused, unreachable, no such host: not a timeout
+            detail = type(error).__name__ + (f" ({_describe(cause)})" if cause else "")
+        elif isinstance(error, urllib3.exceptions.ConnectTimeoutError) or (
+            isinstance(error, urllib3.exceptions.TimeoutError) and phase == "connect to"
+        ):
+            # urllib3 calls a stalled TLS handshake a read timeout: the connect
+            # timeout is what bounds it
+            phase = "connect to" if _attempt.phase == "connect" else phase
+            what = (
+                "TLS handshake"
+                if isinstance(error, urllib3.exceptions.ReadTimeoutError)
+                else ("connect")
+            )
+            detail = f"{what} timed out after {self._connect_timeout:g} s (connect_timeout)"
+        elif isinstance(error, urllib3.exceptions.TimeoutError):
+            detail = (
+                f"{type(error).__name__}: timed out after {self._read_timeout:g} s (read_timeout)"
+            )
+        else:
+            detail = type(error).__name__ + (f" ({_describe(cause)})" if cause is not None else "")
+        return request_failure(
+            _message(phase, target, detail, request),
+            request,
+            written=_attempt.written,
+            complete=_attempt.complete,
+        )
 
     def close(self) -> None:
         """Close the idle connections and refuse new requests."""
@@ -304,6 +406,8 @@ def client(
     ca_file: str | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
     pool_maxsize: int = 10,
     on_behalf: str | None = None,
@@ -321,6 +425,8 @@ def client(
             ca_file=ca_file,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_response_size=max_response_size,
             resolve=resolve,
             pool_maxsize=pool_maxsize,
         ),
