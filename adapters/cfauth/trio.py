@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import select
 import socket
 import ssl
@@ -583,6 +584,8 @@ _STALE = (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResource
 _ORIGIN_CACHE = 32
 _MESSAGE_CACHE = 128
 _END = h11.EndOfMessage()
+#: What no header value may hold (RFC 9110 5.5): control characters but tab.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NEED_DATA = h11.NEED_DATA
 _DONE = h11.DONE
 
@@ -982,11 +985,13 @@ class H11Transport:
                 raw.timeout = self._read_timeout
         except trio.TooSlowError:
             raise TransportFailure(
-                f"connecting to {host}:{port} timed out after {self._connect_timeout:g} s"
+                f"connecting to {host}:{port} (TCP and TLS handshake) timed out after "
+                f"{self._connect_timeout:g} s (connect_timeout)",
+                unsent=True,
             ) from None
         except (OSError, trio.BrokenResourceError) as error:
             raise TransportFailure(
-                f"could not connect to {host}:{port}: {_describe(error)}"
+                f"could not connect to {host}:{port}: {_describe(error)}", unsent=True
             ) from error
         return _Connection(stream, raw)
 
@@ -1044,6 +1049,10 @@ class H11Transport:
                     chunks.append(event.data)
                 elif type(event) is h11.Response:
                     response = event
+                    if any(_BAD_VALUE.search(value) for _, value in event.headers):
+                        # h11 keeps control characters in values; the other
+                        # transports refuse them, and so does this one
+                        raise h11.RemoteProtocolError("control character in a header value")
                     length = _content_length(event)
                     if length is not None and length > limit:
                         raise TransportFailure(

@@ -197,6 +197,20 @@ def _root_cause(error: BaseException) -> BaseException | None:
     return found
 
 
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` or any error it wraps (argument, cause, context) is a ``kind``."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if isinstance(current, kind):
+            return True
+        if id(current) not in seen:
+            seen.add(id(current))
+            pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+            pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
+
+
 def _header_pairs(response: urllib3.BaseHTTPResponse) -> list[tuple[str, str]]:
     """The response headers in the order they came (``HTTPHeaderDict`` groups
     repeated names; http.client's message, which urllib3 keeps, does not)."""
@@ -345,7 +359,7 @@ class Urllib3Transport:
         with the phase the request got to and the timeout that ran out."""
         phase = {"connect": "connect to", "send": "send to"}.get(_attempt.phase, "response from")
         cause = _root_cause(error)
-        if isinstance(cause, TotalTimeout):
+        if _caused_by(error, TotalTimeout):
             detail = f"the total timeout ({self._total_timeout:g} s) ran out"
         elif isinstance(error, urllib3.exceptions.NewConnectionError):
             phase = "connect to"  # refused, unreachable, no such host: not a timeout
