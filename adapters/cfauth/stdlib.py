@@ -387,11 +387,13 @@ def _scrub(message: str, request: Request) -> str:
     return message
 
 
-def _detail(error: BaseException, timeout: float | None) -> str:
+def _detail(error: BaseException, timeout: float | None, name: str = "") -> str:
     """How a failure is shown: "timed out after N s" for a timeout when
     ``timeout`` is known, else :func:`_describe`."""
     if timeout is not None and isinstance(error, TimeoutError):
-        return f"{type(error).__name__}: timed out after {timeout:g} s"
+        return f"{type(error).__name__}: timed out after {timeout:g} s" + (
+            f" ({name})" if name else ""
+        )
     return _describe(error)
 
 
@@ -689,6 +691,11 @@ class _FirstByteResponse(http.client.HTTPResponse):
         if not version.startswith("HTTP/") or not (code.isdigit() and 100 <= int(code) <= 999):
             raise MalformedResponse("the status line is not HTTP/1.x (not shown)")
         return version, int(code), reason.rstrip("\r\n")
+
+    def _read_and_discard_trailer(self) -> None:
+        # The trailer section ends with an empty line: end-of-file before it
+        # means the body may not be what the server sent.
+        _read_header_lines(self.fp)
 
     def read(self, amt: int | None = None) -> bytes:
         if amt is None and self.length is None and self.fp is not None:
@@ -1044,9 +1051,10 @@ class HttpClientTransport:
             conn.close()
             if isinstance(error, TotalTimeout):
                 detail = f"the total timeout ({self._total_timeout:g} s) ran out"
+            elif phase == "connect to":
+                detail = _detail(error, self._connect_timeout, "connect_timeout")
             else:
-                timeout = self._connect_timeout if phase == "connect to" else self._read_timeout
-                detail = _detail(error, timeout)
+                detail = _detail(error, self._read_timeout, "read_timeout")
             failure = request_failure(
                 _message(phase, target, detail, request),
                 request,
