@@ -35,28 +35,51 @@ header.
 
 *Timeouts.*  ``connect_timeout`` bounds the TCP connect and the TLS handshake;
 ``read_timeout`` then bounds every send and receive on the socket (it is the
-longest silence allowed, not a deadline for the whole response).
+longest silence allowed, not a deadline for the whole response);
+``total_timeout`` (default 60 s, ``None`` for none) bounds the whole exchange
+once connected, from the first byte sent to the last received, so a server
+dripping a byte at a time cannot hold a request for ever.  A failure names
+the phase and the timeout that ran out.
+
+*What counts as a response.*  The status line and every header line up to
+the blank line, then the whole body: as many bytes as ``Content-Length``
+says, every chunk and the end of a chunked body, or (with neither) everything
+up to a TLS ``close_notify``.  End-of-file anywhere before that, a malformed
+status or header line (never quoted in the message), a ``Content-Length``
+that is not one number, or a transfer coding other than chunked fail the
+request: a partial answer is never delivered.  Interim responses (``100
+Continue``, ``103 Early Hints``, any ``1xx``) are read and skipped.  A body
+larger than ``max_response_size`` (default 64 MiB) fails the request before
+it is buffered; the token endpoint's answers (``/oauth/token/``) are held to
+64 KiB.
 
 *Keep-alive.*  Idle connections are pooled per origin (scheme, host, port),
 at most ``max_idle_per_origin`` of them, under one lock.  A request takes an
 idle connection (or opens a new one), owns it alone until the whole response
-body has been read, and then gives it back, unless the server said
-``Connection: close`` or the exchange failed; a connection is never used by
-two threads at once.  Before an idle connection is reused it is polled: if it
-is readable, the server closed it (or sent something unasked) and it is
-dropped.
+body has been read, and then gives it back only when nothing else arrived
+after the response: no byte in the reader's buffer, in the TLS layer
+(``SSLSocket.pending()``) or in the socket, and the server did not say
+``Connection: close``.  Bytes nobody asked for (a second response, a body
+longer than declared, a ``408`` before closing) would be read as the next
+request's answer, so such a connection is closed.  A connection is never
+used by two threads at once.  Before an idle connection is reused it is
+polled: if it is readable, the server closed it (or sent something unasked)
+and it is dropped.
 
 *The one retry.*  The transport never retries, with one exception.  A server
 may close an idle keep-alive connection at the very moment a request is
 written to it; the request then fails before a single byte of response
 arrives (a reset, a broken pipe, or end-of-file where the status line should
-be).  That failure is not the request's fault, so it is sent once more on a
-new connection.  This happens only on a *reused* connection and only when no
-response byte was received; a failure on a new connection, a timeout, or any
-failure after the response began is reported as it is.  (Like every HTTP
-client that reuses connections, this can in principle deliver a request
-twice if the server processed it and then dropped the connection without
-answering.)
+be).  Such a request is sent once more on a new connection, but only if the
+server cannot have acted on it twice: when nothing of it was written, or its
+method is idempotent (``GET``, ``HEAD``, ``OPTIONS``, ``PUT``, ``DELETE``), or
+it carries an ``Idempotency-Key`` header (Go's ``net/http`` rule).  This
+happens only on a *reused* connection and only when no response byte was
+received; a failure on a new connection, a timeout, or any failure after the
+response began is reported as it is.  A ``POST`` (or ``PATCH``) without an
+``Idempotency-Key`` that failed after some of it was written raises
+:class:`~cfauth.OutcomeUnknown`, which says whether it was fully written: the
+server may have processed it, so check before sending it again.
 
 *Failures* raise :class:`~cfauth.TransportFailure` naming the phase, the host
 (and the address it was resolved to) and the error type; never a header, a

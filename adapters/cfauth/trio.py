@@ -47,15 +47,32 @@ Theory of operation: the transport
 (scheme, host, port).  A semaphore per origin bounds how many requests (hence
 connections: one is opened only when no idle one is left) are in progress at
 once; tasks beyond the cap wait for a slot.  A connection goes back to the pool
-only when h11 says both sides finished the exchange cleanly (``DONE``/``DONE``);
-after any error, timeout or cancellation it is closed, never reused, so a
-half-sent request can never be followed by another one on the same socket.
+only when h11 says both sides finished the exchange cleanly (``DONE``/``DONE``)
+and nothing arrived after the response: not in h11's buffer
+(``trailing_data``), nor in the TLS layer, decrypted or not.  Those bytes (a
+second response, a body longer than declared) would otherwise be read as the
+next request's answer.  After any error, timeout or cancellation it is
+closed, never reused, so a half-sent request can never be followed by another
+one on the same socket.  Before an idle connection is reused its socket is
+polled: readable means the server closed it or sent something unasked (a
+``408`` before closing), and it is closed instead.
 
 A kept-alive connection may have been closed by the server while idle; that
-shows as an error before the first byte of the response.  Only then, and only
-for a connection taken from the pool, the request is sent again, once, on a
-fresh connection.  Nothing else is retried, and redirects are returned as they
-are: the machine decides what to do with them.
+shows as an error before the first byte of the response.  Only then, only for
+a connection taken from the pool, and only if the server cannot have acted on
+the request twice (nothing of it written, an idempotent method, or an
+``Idempotency-Key`` header), the request is sent again, once, on a fresh
+connection.  A ``POST`` or ``PATCH`` that may have been processed raises
+:class:`~cfauth.OutcomeUnknown` instead.  Nothing else is retried, and
+redirects are returned as they are: the machine decides what to do with them.
+
+``read_timeout`` bounds each wait for the server; ``total_timeout`` (default
+60 s, ``None`` for none) the whole exchange once connected, so a server
+dripping a byte at a time cannot hold a request for ever.  A body larger than
+``max_response_size`` (default 64 MiB; 64 KiB for the token endpoint) fails
+the request before it is buffered.  An end-of-file without TLS
+``close_notify`` ends nothing: a body that only the close delimits is
+incomplete then.  Messages never quote the response (h11's may).
 
 The hot path is kept short: a free pool slot is taken without a checkpoint;
 the parsed origin of each URL prefix and the h11 request head of each
@@ -801,7 +818,9 @@ class H11Transport:
     ``"host:port"`` to the ``"address:port"`` to connect to instead, like
     curl's ``--resolve``: SNI, the certificate check and ``Host`` keep the real
     name.  ``connect_timeout`` bounds connecting and the TLS handshake;
-    ``read_timeout`` bounds each wait for the server (sending or receiving).
+    ``read_timeout`` bounds each wait for the server (sending or receiving),
+    ``total_timeout`` (``None``: no limit) the whole exchange once connected;
+    ``max_response_size`` is the largest response body accepted.
     At most ``max_connections_per_origin`` requests per origin are in progress
     at once; further tasks wait for a free connection.
     """

@@ -32,10 +32,18 @@ after use instead of kept (urllib3 logs "Connection pool is full" at WARNING
 when that happens).  Set ``pool_maxsize`` to the number of threads you run
 to keep them all alive.
 
-*The one retry.*  As in the stdlib transport: urllib3 itself drops idle
-connections the server has closed before reusing them; when the server closes
-one just as the request goes out (nothing of the response arrived, on a
-reused connection), the request is sent once more on a new connection.
+*Responses, keep-alive, the one retry, timeouts.*  Exactly as in the stdlib
+transport, whose response reader this one uses: partial or malformed
+responses fail, interim (``1xx``) responses are skipped, a connection with
+anything after its response is closed rather than given back to urllib3's
+pool, ``total_timeout`` bounds each exchange once connected and
+``max_response_size`` each body, and a request is sent once more (on a new
+connection) only when a reused connection was found closed before any byte of
+the answer and the request cannot have been acted on twice (nothing written,
+an idempotent method, or an ``Idempotency-Key``).  urllib3 itself drops idle
+connections the server has closed before reusing them.  A stalled TLS
+handshake is reported as such, under ``connect_timeout`` (urllib3 calls it a
+read timeout).
 """
 
 from __future__ import annotations
