@@ -97,9 +97,21 @@ class OAuthError(CfauthError):
 
 
 class TransportError(CfauthError):
-    """The request could not be sent or its answer not received; try again later."""
+    """The request could not be sent or its answer not received.
+
+    Usually worth trying again later (``retryable``); not when the transport
+    said that only a change can help (a server certificate that is not
+    trusted), which the message then names, nor when a call that is not
+    idempotent (a ``POST`` without an ``Idempotency-Key``) may have been
+    processed: the message then says to check whether it took effect before
+    sending it again.
+    """
 
     retryable = True
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class RefreshFailed(CfauthError):

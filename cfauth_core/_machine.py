@@ -881,6 +881,8 @@ class Machine:
             "next call will try again",
             cause=error,
         )
+        if isinstance(error, TransportError) and not error.retryable:
+            failure.retryable = False  # trying again fails the same way until it is fixed
         self._goto(Trigger.REFRESH_FAILED)
         actions.append(RefreshAborted(failure))
         self._fail_waiting(failure, actions)
@@ -923,24 +925,25 @@ class Machine:
         extra = pending.secrets if isinstance(pending, _TokenRequest) else ()
         reason = scrub(event.reason, self._secrets(extra))
         actions: list[Action] = []
+        retryable = event.retryable
         if isinstance(pending, _TokenRequest):
-            error = TransportError(f"the token request could not be completed: {reason}")
+            error = TransportError(
+                f"the token request could not be completed: {reason}", retryable=retryable
+            )
             self._token_request_failed(pending, error, event.now, actions)
         else:
-            if event.unsent or _replayable(pending.method, pending.headers):
-                advice = "the call may be retried"
-            else:
-                advice = (
-                    "the server may have processed it: check whether it took effect "
+            text = f"{pending.method} {pending.sent_to} could not be completed: {reason}"
+            if retryable and (event.unsent or _replayable(pending.method, pending.headers)):
+                text += "; the call may be retried"
+            elif retryable:
+                # a POST the server may have processed: sending it again could
+                # book twice, so it is not retryable either
+                retryable = False
+                text += (
+                    "; the server may have processed it: check whether it took effect "
                     "before sending it again"
                 )
-            self._fail(
-                pending,
-                TransportError(
-                    f"{pending.method} {pending.sent_to} could not be completed: {reason}; {advice}"
-                ),
-                actions,
-            )
+            self._fail(pending, TransportError(text, retryable=retryable), actions)
         return actions
 
     def _on_clock_tick(self, event: ClockTick) -> list[Action]:

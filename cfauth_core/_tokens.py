@@ -178,7 +178,11 @@ def scrub(text: str, secrets: Iterable[str], limit: int = 300) -> str:
         if len(secret) >= 4:  # shorter ones would blank out ordinary words, and guard nothing
             text = text.replace(secret, "<hidden>")
     text = "".join(c if c.isprintable() else " " for c in text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")  # end on a whole word when there is one
+    return (cut[:space].rstrip() if space > 0 and text[limit] != " " else cut) + "..."
 
 
 def load_json(body: bytes) -> object:

@@ -89,6 +89,7 @@ def fresh() -> TokenSet:
             "bytes",
         ),
         (lambda: SendFailed(now=NOW, request_id=1, reason=cast(Any, 3)), "reason"),
+        (lambda: SendFailed(now=NOW, request_id=1, retryable=cast(Any, 0)), "True or False"),
         (lambda: TokensLoaded(now=NOW, tokens=cast(Any, {"access_token": "x"})), "TokenSet"),
         (lambda: LeaseFailed(now=NOW, reason=cast(Any, None)), "reason"),
         (lambda: AuthorizationRequested(now=NOW, state=cast(Any, 1)), "strings"),
@@ -176,6 +177,20 @@ def test_account_copies_keep_their_origin() -> None:
 
 
 # -- smaller paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("alpha beta gamma", 16, "alpha beta gamma"),  # fits
+        ("alpha beta gamma", 12, "alpha beta..."),  # cut inside "gamma": ends after "beta"
+        ("alpha beta  gamma", 12, "alpha beta..."),
+        ("alpha beta gamma delta", 16, "alpha beta gamma..."),  # the cut falls on a space
+        ("alphabetagammadelta", 12, "alphabetagam..."),  # no space to end on
+    ],
+)
+def test_scrub_shortens_after_a_whole_word(text: str, limit: int, expected: str) -> None:
+    assert scrub(text, [], limit=limit) == expected
 
 
 def test_scrub_leaves_very_short_secrets_alone() -> None:

@@ -38,6 +38,7 @@ from cfauth_core import (
     Store,
     TokenSet,
     TokensLoaded,
+    TransportError,
 )
 
 NOW = 1_700_000_000.0
@@ -803,3 +804,23 @@ def test_refresh_errors_never_show_the_tokens_or_the_client_secret() -> None:
             assert secret not in str(error)
             assert secret not in repr(error)
     assert "refused" in str(lost.cause)
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_refresh_that_cannot_succeed_as_it_is_is_not_retryable(retryable: bool) -> None:
+    """A transport failure that only a change can fix (an untrusted server
+    certificate) makes the refresh failure and its waiters non-retryable."""
+    m = expiring()
+    first, refresh = start_refresh(m)
+    reason = "the TLS certificate of acme.checkfront.com was not trusted; pass ca_file="
+    done = m.handle(
+        SendFailed(now=NOW, request_id=refresh.request_id, reason=reason, retryable=retryable)
+    )
+    [fail] = only(done, Fail)
+    assert fail.call_id == first
+    error = fail.error
+    assert isinstance(error, RefreshFailed)
+    assert isinstance(error.cause, TransportError)
+    assert (error.retryable, error.cause.retryable) == (retryable, retryable)
+    assert reason in str(error)
+    assert state(m) is State.READY

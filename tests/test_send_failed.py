@@ -23,6 +23,12 @@ CHECK = "check whether it took effect before sending it again"
 
 
 def failure(method: str, *, unsent: bool, headers: tuple[tuple[str, str], ...] = ()) -> str:
+    return str(error(method, unsent=unsent, headers=headers))
+
+
+def error(
+    method: str, *, unsent: bool, headers: tuple[tuple[str, str], ...] = ()
+) -> TransportError:
     m = Machine(Account.parse("acme"), ApiKey("0123456789abcdef", "a-secret-value"))
     actions = m.handle(CallRequested(now=NOW, method=method, path="booking", headers=headers))
     send = next(a for a in actions if isinstance(a, Send))
@@ -31,7 +37,7 @@ def failure(method: str, *, unsent: bool, headers: tuple[tuple[str, str], ...] =
     )
     (fail,) = [a for a in actions if isinstance(a, Fail)]
     assert isinstance(fail.error, TransportError)
-    return str(fail.error)
+    return fail.error
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
@@ -62,3 +68,9 @@ def test_unsent_defaults_to_maybe_processed_and_must_be_a_bool() -> None:
     assert SendFailed(now=NOW, request_id=1).unsent is False
     with pytest.raises(InvalidInput, match="unsent"):
         SendFailed(now=NOW, request_id=1, unsent=1)  # type: ignore[arg-type]
+
+
+def test_only_a_call_that_may_have_been_processed_is_not_retryable() -> None:
+    assert error("GET", unsent=False).retryable
+    assert error("POST", unsent=True).retryable
+    assert not error("POST", unsent=False).retryable

@@ -28,9 +28,11 @@ from cfauth_core import (
     RefreshDue,
     ResponseReceived,
     Send,
+    SendFailed,
     State,
     TokenSet,
     TokensLoaded,
+    TransportError,
 )
 
 NOW = 1_700_000_000.0
@@ -291,3 +293,18 @@ def test_get_has_no_body_and_no_content_type() -> None:
 def test_get_with_data_is_refused() -> None:
     with pytest.raises(InvalidInput):
         CallRequested(now=NOW, method="GET", path="booking/index", data={"a": "1"})
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_transport_failure_says_whether_to_retry(retryable: bool) -> None:
+    m = machine()
+    send = send_call(m)
+    reason = "the TLS certificate of acme.checkfront.com was not trusted; pass ca_file="
+    actions = m.handle(
+        SendFailed(now=NOW, request_id=send.request_id, reason=reason, retryable=retryable)
+    )
+    error = one(actions, Fail).error
+    assert isinstance(error, TransportError)
+    assert error.retryable is retryable
+    assert reason in str(error)
+    assert ("may be retried" in str(error)) is retryable

@@ -8,8 +8,11 @@
 - :mod:`cfauth.sandbox`: a local Checkfront-compatible HTTPS server.
 """
 
+import logging
+
 from cfauth_core import __version__
 
+from ._extras import MissingExtra
 from ._http import (
     ApiError,
     OutcomeUnknown,
@@ -19,8 +22,13 @@ from ._http import (
     check_api_response,
 )
 
+# A library logs, the application decides where records go: without this, a
+# warning would reach the stderr of a program that configured no logging.
+logging.getLogger("cfauth").addHandler(logging.NullHandler())
+
 __all__ = [
     "ApiError",
+    "MissingExtra",
     "OutcomeUnknown",
     "Response",
     "Transport",

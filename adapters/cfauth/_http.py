@@ -1,13 +1,15 @@
 """What the adapters share: the response type, the transport protocol, API
-errors and the ``resolve`` override."""
+errors."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from cfauth_core import CfauthError, Request
+from cfauth_core import CfauthError, InvalidInput, Request
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_SIZE",
@@ -20,11 +22,15 @@ __all__ = [
     "TransportFailure",
     "call_headers",
     "check_api_response",
+    "check_limits",
     "failure_reason",
-    "parse_resolve",
+    "iso_time",
+    "iso_times",
     "replayable",
     "request_failure",
     "response_cap",
+    "send_retryable",
+    "shorten",
 ]
 
 #: The largest response body a transport accepts by default (Checkfront's
@@ -91,6 +97,29 @@ def request_failure(
     return OutcomeUnknown(message, fully_written=complete)
 
 
+def check_limits(total_timeout: object, max_response_size: object) -> None:
+    """Refuse a ``total_timeout`` that is not a positive number of seconds (or
+    ``None``) and a ``max_response_size`` that is not a positive whole number."""
+    if total_timeout is not None and (
+        isinstance(total_timeout, bool)
+        or not isinstance(total_timeout, (int, float))
+        or not 0 < total_timeout < float("inf")
+    ):
+        raise InvalidInput(
+            f"total_timeout={total_timeout!r} is not a positive number of seconds; pass e.g. "
+            "total_timeout=60, or None for no limit"
+        )
+    if (
+        isinstance(max_response_size, bool)
+        or not isinstance(max_response_size, int)
+        or max_response_size < 1
+    ):
+        raise InvalidInput(
+            f"max_response_size={max_response_size!r}: pass a positive whole number of bytes, "
+            "e.g. 64 * 1024 * 1024"
+        )
+
+
 def response_cap(path: str, max_response_size: int) -> int:
     """The largest body accepted for a request to ``path``: the token
     endpoint's answers are held to :data:`TOKEN_RESPONSE_CAP`."""
@@ -133,6 +162,24 @@ class Response:
 Transport = Callable[[Request], Response]
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text``, or its start up to the last word that fits and an explicit
+    ``...``, at most ``limit`` characters in all (cut mid-word only when the
+    first word alone does not fit)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 3, 0)]
+    space = cut.rfind(" ")
+    if space > 0 and not text[len(cut)].isspace():
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "..."
+
+
+#: How long a transport failure's description may be (the TLS failure, which
+#: names the host, what went wrong and the fix, fits whole).
+_REASON_LIMIT = 500
+
+
 def failure_reason(error: BaseException) -> str:
     """A short description of a transport failure, for ``SendFailed``.
 
@@ -140,7 +187,45 @@ def failure_reason(error: BaseException) -> str:
     (and the machine scrubs the ones it knows anyway).
     """
     text = str(error).strip()
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+    name = type(error).__name__
+    return shorten(f"{name}: {text}", _REASON_LIMIT) if text else name
+
+
+def _utc(timestamp: float) -> str | None:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def iso_time(timestamp: float) -> str:
+    """A wall-clock time (seconds since the epoch) as ISO 8601 UTC,
+    ``2026-12-06T03:24:47Z``, for people reading logs and output (a time
+    beyond the calendar's range is shown as the number it is)."""
+    return _utc(timestamp) or repr(timestamp)
+
+
+def _iso_field(match: re.Match[str]) -> str:
+    shown = _utc(float(match[2]))
+    return match[0] if shown is None else f"{match[1]}={shown}"
+
+
+#: ``name=<epoch seconds>`` in the repr of an event, action or token set.
+_TIME_FIELD = re.compile(
+    r"\b(now|at|deadline|expires_at|refresh_expires_at|updated_at|redirected_at)"
+    r"=(\d+(?:\.\d+)?)(?![\w.])"
+)
+
+
+def iso_times(text: str) -> str:
+    """``text`` (a record's repr) with every time field shown as ISO 8601 UTC."""
+    return _TIME_FIELD.sub(_iso_field, text)
+
+
+def send_retryable(error: BaseException) -> bool:
+    """Whether a transport failure may succeed if simply sent again: not when
+    the exception says ``retryable = False`` (an untrusted certificate)."""
+    return getattr(error, "retryable", True) is not False
 
 
 def call_headers(
@@ -199,29 +284,9 @@ def check_api_response(response: Response) -> Response:
     summary = ", ".join(f"{k}={v!r}" for k, v in details.items() if isinstance(v, (str, int)))
     raise ApiError(
         f"Checkfront answered HTTP {response.status} for {response.url}"
-        + (f": {summary[:300]}" if summary else "")
+        + (f": {shorten(summary, 300)}" if summary else "")
         + "; see .error for the details",
         status=response.status,
         error=details,
         response=response,
     )
-
-
-def parse_resolve(resolve: Mapping[str, str] | None) -> dict[tuple[str, int], tuple[str, int]]:
-    """``{"acme.checkfront.com:443": "127.0.0.1:8443"}`` -> ``{(host, port): (addr, port)}``.
-
-    Like curl's ``--resolve``: the connection goes to the address, while the
-    host name is kept for SNI, the certificate check and the ``Host`` header.
-    """
-    result: dict[tuple[str, int], tuple[str, int]] = {}
-    for key, value in (resolve or {}).items():
-        try:
-            host, _, port = key.rpartition(":")
-            addr, _, addr_port = value.rpartition(":")
-            result[host.lower().strip("[]"), int(port)] = (addr.strip("[]"), int(addr_port))
-        except ValueError:
-            raise ValueError(
-                f"resolve: {key!r}: {value!r} is not 'host:port': 'address:port' "
-                "(e.g. {'acme.checkfront.com:443': '127.0.0.1:8443'})"
-            ) from None
-    return result

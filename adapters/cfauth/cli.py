@@ -33,6 +33,8 @@ from cfauth_core import (
     TokenSet,
 )
 
+from ._extras import MissingExtra
+from ._http import iso_times, shorten
 from .stores import MemoryStore
 from .sync import Client, Driver
 
@@ -58,8 +60,7 @@ class TracingMachine(Machine):
 
 
 def _short(item: object) -> str:
-    text = repr(item)
-    return text if len(text) <= 160 else text[:157] + "..."
+    return shorten(iso_times(repr(item)), 160)
 
 
 def browse(url: str, *, port: int, context: ssl.SSLContext) -> str:
@@ -229,11 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("sandbox", help="serve the sandbox in the foreground")
     serve.add_argument("rest", nargs=argparse.REMAINDER, help="options for the sandbox")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return 1 if demo() else 0
-    from cfauth.sandbox.__main__ import main as sandbox_main  # noqa: PLC0415
+    try:
+        if args.command == "demo":
+            return 1 if demo() else 0
+        from cfauth.sandbox.__main__ import main as sandbox_main  # noqa: PLC0415
 
-    return sandbox_main(args.rest)
+        return sandbox_main(args.rest)
+    except MissingExtra as error:  # one line that says what to install, no traceback
+        print(f"cfauth {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

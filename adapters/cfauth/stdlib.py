@@ -23,10 +23,14 @@ as :mod:`http.client` does).  Nothing else: no ``Accept-Encoding``, no
 
 *TLS.*  ``https`` URLs are always sent over TLS, verified against the system's
 CAs (``ssl.create_default_context()``), a ``ca_file``, or the ``ssl_context``
-you pass; a context that does not verify certificates and host names is
-refused.  Plain ``http`` is used only when the request URL itself is ``http``
-(the machine produces those only for loopback with its ``insecure_loopback``
-test switch).
+you pass; a context that does not verify certificates and host names, or
+allows a TLS version older than 1.2, is refused when the transport is made
+(:class:`~cfauth_core.InsecureTransport`, the same rule for every transport).
+A certificate that is not trusted fails the request with a non-retryable
+failure that names the host and the fix (``ca_file=`` or ``ssl_context=``).
+Plain ``http`` is used only when the request URL itself is ``http`` (the
+machine produces those only for loopback with its ``insecure_loopback`` test
+switch, and ``resolve`` may map a loopback host only to a loopback address).
 
 *resolve.*  Like curl's ``--resolve``: ``{"acme.checkfront.com:443":
 "127.0.0.1:8443"}`` makes the TCP connection go to 127.0.0.1:8443 while the
@@ -109,11 +113,13 @@ from ._http import (
     DEFAULT_TOTAL_TIMEOUT,
     Response,
     TransportFailure,
-    parse_resolve,
+    check_limits,
     replayable,
     request_failure,
     response_cap,
+    shorten,
 )
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stores import TokenStore
 from .sync import Client, build_client
 
@@ -349,39 +355,6 @@ class _Prepare(Generic[H]):
         return entry
 
 
-def _tls_context(ssl_context: ssl.SSLContext | None, ca_file: str | None) -> ssl.SSLContext:
-    """The context to verify servers with: the given one, or the default one
-    (with ``ca_file`` as the trusted CAs instead of the system's, if given)."""
-    if ssl_context is not None and ca_file is not None:
-        raise ValueError(
-            "pass ssl_context or ca_file, not both (load the CA file into your context "
-            "with ssl_context.load_verify_locations(ca_file))"
-        )
-    if ssl_context is None:
-        return ssl.create_default_context(cafile=ca_file)
-    if ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
-        raise ValueError(
-            "ssl_context must verify certificates and host names (verify_mode=CERT_REQUIRED, "
-            "check_hostname=True); to trust a private CA, pass ca_file or load it into a "
-            "context made with ssl.create_default_context()"
-        )
-    return ssl_context
-
-
-def _check_limits(total_timeout: float | None, max_response_size: int) -> None:
-    if total_timeout is not None and not total_timeout > 0:
-        raise ValueError("total_timeout must be a positive number of seconds, or None for no limit")
-    if type(max_response_size) is not int or max_response_size < 1:
-        raise ValueError("max_response_size must be a positive number of bytes")
-
-
-def _check_options(connect_timeout: float, read_timeout: float, pool_size: int) -> None:
-    if not connect_timeout > 0 or not read_timeout > 0:
-        raise ValueError("connect_timeout and read_timeout must be positive numbers of seconds")
-    if pool_size < 0:
-        raise ValueError("the pool size must be 0 or more")
-
-
 def _describe(error: BaseException) -> str:
     """The error's type and, for errors whose text comes from the OS or TLS
     library (not from headers or bodies), its message."""
@@ -396,7 +369,7 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, known):
         text = str(error).strip()
         if text:
-            return f"{name}: {text[:300]}"
+            return shorten(f"{name}: {text}", 300)
     return name
 
 
@@ -911,9 +884,11 @@ class HttpClientTransport:
         resolve: Mapping[str, str] | None = None,
         max_idle_per_origin: int = 4,
     ) -> None:
-        _check_options(connect_timeout, read_timeout, max_idle_per_origin)
-        _check_limits(total_timeout, max_response_size)
-        self._ssl_context = _tls_context(ssl_context, ca_file)
+        check_options(
+            connect_timeout, read_timeout, max_idle_per_origin, pool="max_idle_per_origin", least=0
+        )
+        check_limits(total_timeout, max_response_size)
+        self._ssl_context = tls_context(ssl_context, ca_file)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
@@ -1072,6 +1047,9 @@ class HttpClientTransport:
             raise _Stale(failure, sent[0] == 0) from nothing.error
         except (OSError, http.client.HTTPException, ValueError) as error:
             conn.close()
+            untrusted = untrusted_certificate(target.describe(), error)
+            if untrusted is not None:
+                raise untrusted from error
             if isinstance(error, TotalTimeout):
                 detail = f"the total timeout ({self._total_timeout:g} s) ran out"
             elif phase == "connect to":

@@ -66,7 +66,16 @@ from cfauth_core import (
     TokensLoaded,
 )
 
-from ._http import Response, Transport, call_headers, check_api_response, failure_reason
+from ._http import (
+    Response,
+    Transport,
+    call_headers,
+    check_api_response,
+    failure_reason,
+    iso_time,
+    iso_times,
+    send_retryable,
+)
 from .stores import TokenStore
 
 __all__ = ["Client", "ClosingTransport", "Driver", "build_client"]
@@ -260,13 +269,11 @@ class Driver:
             elif kind is Store:
                 self._save(action)  # type: ignore[arg-type]
             elif kind is RefreshDue or kind is ReleaseLease:
-                log.debug("cfauth: %r", action)
+                log.debug("%s", iso_times(repr(action)))
                 work.append(action)
             elif kind is AccountMoved:
                 assert isinstance(action, AccountMoved)
-                log.info(
-                    "cfauth: the account moved from %s to %s", action.old_origin, action.new_origin
-                )
+                log.info("the account moved from %s to %s", action.old_origin, action.new_origin)
                 if self._on_account_moved is not None:
                     self._on_account_moved(action.old_origin, action.new_origin)
             elif kind is Authorized or kind is AuthorizationFailed:
@@ -274,12 +281,12 @@ class Driver:
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
             elif kind is RefreshAborted or kind is AuthorizationLost:
-                log.warning("cfauth: %s", action.error)  # type: ignore[attr-defined]
+                log.warning("%s", action.error)  # type: ignore[attr-defined]
         if wake:
             self._changed.notify_all()
 
     def _save(self, action: Store) -> None:
-        log.debug("cfauth: storing new tokens (expiring at %s)", action.tokens.expires_at)
+        log.debug("storing new tokens (expiring at %s)", iso_time(action.tokens.expires_at))
         if self._store is None:
             return
         try:
@@ -291,9 +298,7 @@ class Driver:
             # the lease the store is the truth, so it must not hold an older
             # pair); stopping here would leave the lease held and calls stuck.
             self._unsaved = action.tokens
-            log.error(
-                "cfauth: the token store failed to save new tokens: %s", failure_reason(error)
-            )
+            log.error("the token store failed to save new tokens: %s", failure_reason(error))
 
     def _execute(self, work: _Work, owner: int | None) -> None:
         """Execute ``work`` in order, outside the lock, feeding back the results."""
@@ -317,16 +322,17 @@ class Driver:
                 response = self._send(request)
             except Exception as error:
                 reason = failure_reason(error)
-                log.debug("cfauth: %s %s failed: %s", request.method, request.url, reason)
+                log.debug("%s %s failed: %s", request.method, request.url, reason)
                 return SendFailed(
                     now=self._clock(),
                     request_id=action.request_id,
                     reason=reason,
+                    retryable=send_retryable(error),
                     unsent=getattr(error, "unsent", False) is True,
                 )
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "cfauth: %s %s (%s) -> %d",
+                    "%s %s (%s) -> %d",
                     request.method,
                     request.url,
                     action.purpose,
@@ -341,7 +347,7 @@ class Driver:
             )
         if isinstance(action, RetryAt):
             delay = action.at - self._clock()
-            log.debug("cfauth: call %d retries in %.3f s", action.call_id, max(delay, 0.0))
+            log.debug("call %d retries in %.3f s", action.call_id, max(delay, 0.0))
             if delay > 0:
                 self._sleep(delay)
             return ClockTick(now=max(self._clock(), action.at))

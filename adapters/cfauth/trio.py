@@ -97,8 +97,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
-import trio
+try:
+    import h11
+    import trio
+except ImportError as error:  # installed without the trio extra
+    from ._extras import missing_extra
+
+    raise missing_extra("cfauth.trio", "trio", error) from None
 
 from cfauth_core import (
     Account,
@@ -144,12 +149,16 @@ from ._http import (
     TransportFailure,
     call_headers,
     check_api_response,
+    check_limits,
     failure_reason,
-    parse_resolve,
+    iso_time,
+    iso_times,
     replayable,
     request_failure,
     response_cap,
+    send_retryable,
 )
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stores import TokenStore
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
@@ -352,13 +361,11 @@ class Driver:
             elif kind is Store:
                 self._save(action)  # type: ignore[arg-type]
             elif kind is RefreshDue or kind is ReleaseLease:
-                log.debug("cfauth: %r", action)
+                log.debug("%s", iso_times(repr(action)))
                 work.append(action)
             elif kind is AccountMoved:
                 assert isinstance(action, AccountMoved)
-                log.info(
-                    "cfauth: the account moved from %s to %s", action.old_origin, action.new_origin
-                )
+                log.info("the account moved from %s to %s", action.old_origin, action.new_origin)
                 if self._on_account_moved is not None:
                     self._on_account_moved(action.old_origin, action.new_origin)
             elif kind is Authorized or kind is AuthorizationFailed:
@@ -366,7 +373,7 @@ class Driver:
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
             elif kind is RefreshAborted or kind is AuthorizationLost:
-                log.warning("cfauth: %s", action.error)  # type: ignore[attr-defined]
+                log.warning("%s", action.error)  # type: ignore[attr-defined]
 
     def _wake(self, call_id: int) -> None:
         wakeup = self._wakeups.get(call_id)
@@ -375,7 +382,7 @@ class Driver:
 
     def _save(self, action: Store) -> None:
         # Inline, blocking the event loop: see "Store is executed inline" above.
-        log.debug("cfauth: storing new tokens (expiring at %s)", action.tokens.expires_at)
+        log.debug("storing new tokens (expiring at %s)", iso_time(action.tokens.expires_at))
         if self._store is not None:
             try:
                 self._store.save(action.tokens)
@@ -387,7 +394,7 @@ class Driver:
                 # leave the lease held and the waiting calls stranded.
                 self._unsaved = action.tokens
                 log.error(  # no traceback: it may quote the record
-                    "cfauth: the new tokens could not be stored (%s); they are used from "
+                    "the new tokens could not be stored (%s); they are used from "
                     "memory, log in again after a restart if the store stays broken",
                     failure_reason(error),
                 )
@@ -408,20 +415,19 @@ class Driver:
         """Do one piece of I/O; return the event that reports it."""
         if isinstance(action, Send):
             request = action.request
-            log.debug("cfauth: sending %s %s (%s)", request.method, request.url, action.purpose)
+            log.debug("sending %s %s (%s)", request.method, request.url, action.purpose)
             try:
                 response = await self._send(request)
             except Exception as error:
-                log.debug(
-                    "cfauth: %s %s failed: %s", request.method, request.url, failure_reason(error)
-                )
+                log.debug("%s %s failed: %s", request.method, request.url, failure_reason(error))
                 return SendFailed(
                     now=self._clock(),
                     request_id=action.request_id,
                     reason=failure_reason(error),
+                    retryable=send_retryable(error),
                     unsent=getattr(error, "unsent", False) is True,
                 )
-            log.debug("cfauth: %s %s -> %d", request.method, request.url, response.status)
+            log.debug("%s %s -> %d", request.method, request.url, response.status)
             return ResponseReceived(
                 now=self._clock(),
                 request_id=action.request_id,
@@ -431,7 +437,7 @@ class Driver:
             )
         if isinstance(action, RetryAt):
             delay = action.at - self._clock()
-            log.debug("cfauth: call %d retries in %.3f s", action.call_id, max(delay, 0.0))
+            log.debug("call %d retries in %.3f s", action.call_id, max(delay, 0.0))
             if delay > 0:
                 await self._sleep(delay)
             return ClockTick(now=max(self._clock(), action.at))
@@ -814,7 +820,8 @@ class H11Transport:
     Sends each request exactly as given: no redirects, no retries (except one
     resend on a fresh connection when a kept-alive one was found closed before
     any answer).  TLS is verified against the system's CAs by default, or
-    ``ca_file``, or ``ssl_context`` as given.  ``resolve`` maps
+    ``ca_file``, or ``ssl_context`` (which must verify certificates and host
+    names over TLS 1.2 or later, or it is refused).  ``resolve`` maps
     ``"host:port"`` to the ``"address:port"`` to connect to instead, like
     curl's ``--resolve``: SNI, the certificate check and ``Host`` keep the real
     name.  ``connect_timeout`` bounds connecting and the TLS handshake;
@@ -837,20 +844,15 @@ class H11Transport:
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         max_connections_per_origin: int = 10,
     ) -> None:
-        if total_timeout is not None and not total_timeout > 0:
-            raise ValueError(
-                "total_timeout must be a positive number of seconds, or None for no limit"
-            )
-        if type(max_response_size) is not int or max_response_size < 1:
-            raise ValueError("max_response_size must be a positive number of bytes")
-        if ssl_context is not None and ca_file is not None:
-            raise ValueError("pass ssl_context or ca_file, not both (load the CA into the context)")
-        if max_connections_per_origin < 1:
-            raise ValueError("max_connections_per_origin: pass 1 or more")
-        if ssl_context is None:
-            ssl_context = ssl.create_default_context(cafile=ca_file)
-            ssl_context.set_alpn_protocols(["http/1.1"])
-        self._ssl_context = ssl_context
+        check_options(
+            connect_timeout,
+            read_timeout,
+            max_connections_per_origin,
+            pool="max_connections_per_origin",
+            least=1,
+        )
+        check_limits(total_timeout, max_response_size)
+        self._ssl_context = tls_context(ssl_context, ca_file, alpn=["http/1.1"])
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
@@ -910,7 +912,7 @@ class H11Transport:
                     return await self._send_on(pool, connection, message, request, deadline, True)
                 except _StaleConnection as error:
                     log.debug(
-                        "cfauth: a kept-alive connection to %s was closed (%s); sending again",
+                        "a kept-alive connection to %s was closed (%s); sending again",
                         origin.authority,
                         _describe(error.__cause__ or error),
                     )
@@ -1009,8 +1011,14 @@ class H11Transport:
                 unsent=True,
             ) from None
         except (OSError, trio.BrokenResourceError) as error:
+            shown = f"{host}:{port}"
+            if (address, address_port) != (host, port):
+                shown += f" (via {address}:{address_port})"
+            untrusted = untrusted_certificate(shown, error)
+            if untrusted is not None:
+                raise untrusted from error
             raise TransportFailure(
-                f"could not connect to {host}:{port}: {_describe(error)}", unsent=True
+                f"could not connect to {shown}: {_describe(error)}", unsent=True
             ) from error
         return _Connection(stream, raw)
 

@@ -56,10 +56,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util import SKIP_HEADER, Retry
+try:
+    import urllib3
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.util import SKIP_HEADER, Retry
+except ImportError as error:  # installed without the urllib3 extra
+    from ._extras import missing_extra
+
+    raise missing_extra("cfauth.urllib3", "urllib3", error) from None
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
@@ -68,15 +73,14 @@ from ._http import (
     DEFAULT_TOTAL_TIMEOUT,
     Response,
     TransportFailure,
-    parse_resolve,
+    check_limits,
     replayable,
     request_failure,
     response_cap,
 )
+from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stdlib import (
     TotalTimeout,
-    _check_limits,
-    _check_options,
     _describe,
     _FirstByteResponse,
     _message,
@@ -85,7 +89,6 @@ from .stdlib import (
     _Prepare,
     _send_counted,
     _Target,
-    _tls_context,
 )
 from .stores import TokenStore
 from .sync import Client, build_client
@@ -275,8 +278,8 @@ class Urllib3Transport:
         resolve: Mapping[str, str] | None = None,
         pool_maxsize: int = 10,
     ) -> None:
-        _check_options(connect_timeout, read_timeout, pool_maxsize)
-        _check_limits(total_timeout, max_response_size)
+        check_options(connect_timeout, read_timeout, pool_maxsize, pool="pool_maxsize", least=0)
+        check_limits(total_timeout, max_response_size)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
@@ -289,7 +292,7 @@ class Urllib3Transport:
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             cert_reqs="CERT_REQUIRED",
-            ssl_context=_tls_context(ssl_context, ca_file),
+            ssl_context=tls_context(ssl_context, ca_file),
         )
         self._manager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self._prepare: _Prepare[_Headers] = _Prepare(self._resolve, _build_headers)
@@ -365,6 +368,9 @@ class Urllib3Transport:
     def _failure(self, target: _Target, error: BaseException, request: Request) -> TransportFailure:
         """urllib3's error type, and the OS or TLS error underneath it if any,
         with the phase the request got to and the timeout that ran out."""
+        untrusted = untrusted_certificate(target.describe(), error)
+        if untrusted is not None:
+            return untrusted
         phase = {"connect": "connect to", "send": "send to"}.get(_attempt.phase, "response from")
         cause = _root_cause(error)
         if _caused_by(error, TotalTimeout):
@@ -378,11 +384,8 @@ class Urllib3Transport:
             # urllib3 calls a stalled TLS handshake a read timeout: the connect
             # timeout is what bounds it
             phase = "connect to" if _attempt.phase == "connect" else phase
-            what = (
-                "TLS handshake"
-                if isinstance(error, urllib3.exceptions.ReadTimeoutError)
-                else ("connect")
-            )
+            handshake = isinstance(error, urllib3.exceptions.ReadTimeoutError)
+            what = "TLS handshake" if handshake else "connect"
             detail = f"{what} timed out after {self._connect_timeout:g} s (connect_timeout)"
         elif isinstance(error, urllib3.exceptions.TimeoutError):
             detail = (

@@ -8,6 +8,7 @@ override while SNI, the certificate check and ``Host`` use the real names.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +36,11 @@ OLD = "acme.checkfront.com"
 NEW = "acme.manage.na1.bookingplatform.app"
 
 
+#: Seconds since the epoch as a number (this decade's), the way logs must not show times.
+EPOCH = re.compile(r"(?<![\w.])1\d{9}(?:\.\d+)?(?![\w])")
+ISO_TIME = re.compile(r"\b20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
 @pytest.fixture
 def sandbox(caplog: pytest.LogCaptureFixture) -> Iterator[Sandbox]:
     """The sandbox, with every log record at DEBUG captured and scanned at the
@@ -55,6 +61,11 @@ def sandbox(caplog: pytest.LogCaptureFixture) -> Iterator[Sandbox]:
         text = record.getMessage()
         leaked = [secret for secret in secrets if secret in text]
         assert not leaked, f"a log record carries a secret: {record.name} {record.levelname}"
+        if record.name.startswith("cfauth"):
+            # the logger's name says where a record comes from: no prefix of its own;
+            # times are ISO 8601 UTC, never epoch seconds
+            assert not text.startswith("cfauth:"), text
+            assert not EPOCH.search(text), text
 
 
 @pytest.fixture(params=KINDS)
@@ -248,7 +259,8 @@ def test_debug_logs_carry_no_secret(
             secrets += [tokens.access_token, tokens.refresh_token]
         assert len(secrets) >= 6
         text = "\n".join(record.getMessage() for record in caplog.records)
-        assert "cfauth" in text  # the driver did log at DEBUG
+        assert any(record.name == "cfauth" for record in caplog.records)  # it did log
+        assert ISO_TIME.search(text)  # "storing new tokens (expiring at ...)"
         for secret in secrets:
             assert secret not in text
     finally:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
+from cfauth_core import InvalidInput
+
 from ._clock import Clock, SandboxClock
 from ._model import Credential, RequestRecord, SandboxAccount, SandboxRequest, SandboxResponse
 
@@ -283,6 +285,13 @@ def _bearer_challenge(error: str, description: str) -> tuple[str, str]:
 # ---------------------------------------------------------------------------
 
 
+class UnknownAccount(InvalidInput, KeyError):
+    """No sandbox account by that name (a ``KeyError`` too, for lookups)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class SandboxApp:
     """A Checkfront-compatible API server, sans-IO.
 
@@ -300,7 +309,9 @@ class SandboxApp:
         if isinstance(accounts, str):
             accounts = (accounts,)
         if not accounts:
-            raise ValueError("a sandbox needs at least one account name")
+            raise InvalidInput(
+                "a sandbox needs at least one account name; pass e.g. accounts=('acme',)"
+            )
         self._lock = threading.RLock()
         self.clock: Clock = clock if clock is not None else SandboxClock()
         self.auto_consent: bool = True
@@ -323,7 +334,10 @@ class SandboxApp:
         for index, raw in enumerate(accounts, start=1):
             name = raw.lower()
             if not _NAME_RE.fullmatch(name) or name in self._accounts:
-                raise ValueError(f"account names must be distinct DNS labels, got {raw!r}")
+                raise InvalidInput(
+                    f"account names must be distinct DNS labels, got {raw!r}; pass lower-case "
+                    "names of letters, digits and hyphens such as 'acme'"
+                )
             bookings, items, customers = _seed_data(name)
             account = _Account(
                 name=name,
@@ -361,7 +375,7 @@ class SandboxApp:
     def new_origin(self, name: str, region: str = "na1") -> str:
         """``https://NAME.manage.REGION.bookingplatform.app``: where a migrated account lives."""
         if region not in REGIONS:
-            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+            raise InvalidInput(f"region must be one of {REGIONS}, got {region!r}")
         return f"https://{self._get_account(name).name}.manage.{region}.bookingplatform.app"
 
     def account(self, name: str) -> SandboxAccount:
@@ -400,15 +414,23 @@ class SandboxApp:
         example with ``:`` or ``+`` in them) to test RFC 6749 2.3.1 form-encoding.
         """
         if not redirect_uri:
-            raise ValueError("register_client needs the exact redirect_uri the client will send")
+            raise InvalidInput(
+                "register_client needs the exact redirect_uri the client will send; pass "
+                "e.g. redirect_uri='http://127.0.0.1:8765/callback'"
+            )
         with self._lock:
             account = self._get_account(name)
             cid = client_id if client_id is not None else self._new_secret()
             secret = client_secret if client_secret is not None else self._new_secret()
             if not cid or not secret:
-                raise ValueError("client_id and client_secret must not be empty")
+                raise InvalidInput(
+                    "client_id and client_secret must not be empty; leave them out to have "
+                    "the sandbox make them"
+                )
             if cid in self._clients:
-                raise ValueError("that client_id is already registered")
+                raise InvalidInput(
+                    f"client_id {cid!r} is already registered; pass another or leave it out"
+                )
             if len(secret) >= 8:  # scrubbed from records; a shorter one would scrub noise
                 self._secrets.add(secret)
             client = _Client(account.name, cid, secret, redirect_uri)
@@ -425,7 +447,10 @@ class SandboxApp:
             account = self._get_account(name)
             cid = client_id if client_id is not None else account.default_client
             if cid not in account.clients:
-                raise ValueError(f"no such client for account {account.name!r}")
+                raise InvalidInput(
+                    f"no client {cid!r} for account {account.name!r}; register it first "
+                    "with register_client(...)"
+                )
             return self._issue(account.name, cid)
 
     def revoke_access_token(self, name: str) -> int:
@@ -461,7 +486,7 @@ class SandboxApp:
         """Answer the next ``n`` requests (to account hosts, optionally only under
         ``path_prefix``) with ``status`` (429, 500, 503...) and ``Retry-After`` if given."""
         if status < 400:
-            raise ValueError("fail_next takes an error status (>= 400)")
+            raise InvalidInput(f"fail_next takes an error status (>= 400), got {status!r}")
         errors = {
             429: ("rate_limited", "Too many requests; slow down and retry later."),
             503: ("temporarily_unavailable", "The service is temporarily unavailable."),
@@ -500,7 +525,9 @@ class SandboxApp:
         """Answer the next ``n`` requests under ``path_prefix`` (default: API calls) with
         a ``status`` redirect to ``location`` (e.g. ``https://evil.example/steal``)."""
         if status not in (301, 302, 303, 307, 308):
-            raise ValueError("redirect_next takes a redirect status (301/302/303/307/308)")
+            raise InvalidInput(
+                f"redirect_next takes a redirect status (301/302/303/307/308), got {status!r}"
+            )
         self._inject(n, path_prefix, lambda: _redirect(status, location))
 
     def migrate(self, name: str, region: str = "na1", *, bare_location: bool = False) -> None:
@@ -509,7 +536,7 @@ class SandboxApp:
         the origin with ``bare_location=True``, as Checkfront's page shows). The new host
         serves the same account, tokens and data (it always does, migrated or not)."""
         if region not in REGIONS:
-            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+            raise InvalidInput(f"region must be one of {REGIONS}, got {region!r}")
         with self._lock:
             account = self._get_account(name)
             account.region = region
@@ -573,11 +600,14 @@ class SandboxApp:
         try:
             return self._accounts[name.lower()]
         except KeyError:
-            raise KeyError(f"no sandbox account {name!r}; have {list(self._accounts)}") from None
+            raise UnknownAccount(
+                f"no sandbox account {name!r}; have {list(self._accounts)} (name more with "
+                "Sandbox(accounts=(...)))"
+            ) from None
 
     def _inject(self, n: int, path_prefix: str | None, make: Callable[[], SandboxResponse]) -> None:
         if n < 1:
-            raise ValueError("n must be at least 1")
+            raise InvalidInput(f"n must be at least 1, got {n!r}")
         with self._lock:
             self._injections.append(_Injection(n, path_prefix, make))
 

@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Protocol, runtime_checkable
 
+from cfauth_core import InvalidInput
+
 __all__ = ["Clock", "SandboxClock"]
 
 
@@ -41,7 +43,7 @@ class SandboxClock:
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
-            raise ValueError("a clock only moves forward; pass seconds >= 0")
+            raise InvalidInput(f"a clock only moves forward; pass seconds >= 0, not {seconds!r}")
         with self._lock:
             self._now += seconds
 
@@ -49,7 +51,9 @@ class SandboxClock:
         """Jump to ``timestamp`` (forward only)."""
         with self._lock:
             if timestamp < self._now:
-                raise ValueError("a clock only moves forward; pass a later timestamp")
+                raise InvalidInput(
+                    f"a clock only moves forward; pass a timestamp after {self._now!r}"
+                )
             self._now = float(timestamp)
 
     def __repr__(self) -> str:

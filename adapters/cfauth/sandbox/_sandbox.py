@@ -10,7 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import trustme
+try:
+    import trustme
+except ImportError as error:  # installed without the sandbox extra
+    from .._extras import missing_extra
+
+    raise missing_extra("cfauth.sandbox", "sandbox", error) from None
+
+from cfauth_core import InvalidInput, LocalProtocolError
 
 from ._app import EVIL_HOST, SandboxApp
 from ._clock import Clock
@@ -18,6 +25,10 @@ from ._model import RequestRecord
 from ._server import SandboxServer
 
 __all__ = ["Sandbox"]
+
+
+class SandboxStateError(LocalProtocolError, RuntimeError):
+    """The sandbox was used in the wrong state (started twice, used before start)."""
 
 
 class Sandbox(SandboxApp):
@@ -45,6 +56,10 @@ class Sandbox(SandboxApp):
         port: int = 0,
         on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise InvalidInput(
+                f"port={port!r}: pass a port number from 1 to 65535, or 0 for any free port"
+            )
         super().__init__(accounts, clock, on_request=on_request)
         self._requested_port = port
         self.ca = trustme.CA()
@@ -62,7 +77,9 @@ class Sandbox(SandboxApp):
         """Bind 127.0.0.1, write the CA file, and serve from a background thread."""
         with self._start_lock:
             if self._server is not None:
-                raise RuntimeError("this sandbox is already running")
+                raise SandboxStateError(
+                    "this sandbox is already running; stop() it first, or make another"
+                )
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             self._leaf.configure_cert(context)
@@ -71,6 +88,13 @@ class Sandbox(SandboxApp):
             try:
                 self.ca.cert_pem.write_to_path(str(ca_file))
                 server = SandboxServer(self._requested_port, self, context)
+            except OSError as error:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+                raise InvalidInput(
+                    f"the sandbox cannot listen on 127.0.0.1:{self._requested_port} "
+                    f"({error.strerror or type(error).__name__}); pass another port, or "
+                    "port=0 for any free one"
+                ) from None
             except BaseException:
                 shutil.rmtree(tmpdir, ignore_errors=True)
                 raise
@@ -120,7 +144,9 @@ class Sandbox(SandboxApp):
     def _running_server(self) -> SandboxServer:
         server = self._server
         if server is None:
-            raise RuntimeError("the sandbox is not running; call start() or use `with Sandbox()`")
+            raise SandboxStateError(
+                "the sandbox is not running; call start() or use `with Sandbox()`"
+            )
         return server
 
     @property
