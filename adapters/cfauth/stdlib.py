@@ -442,11 +442,17 @@ class TotalTimeout(TimeoutError):
     """The request's ``total_timeout`` ran out."""
 
 
-def _has_input(sock: socket.socket) -> bool:
+def _has_input(sock: socket.socket, poller: select.poll | None) -> bool:
     """Whether a read on ``sock`` would not wait: bytes (or end-of-file) in the
-    socket, or bytes already decrypted inside the TLS layer."""
+    socket, or bytes already decrypted inside the TLS layer.  ``poller``, if
+    given, is a poll object with ``sock`` registered for reading."""
     if isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
+    if poller is not None:
+        try:
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
     return not _idle(sock)
 
 
@@ -474,9 +480,12 @@ class _SocketReader(io.RawIOBase):
     response finds out, without waiting, whether anything follows it.
     """
 
-    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
+    def __init__(
+        self, sock: socket.socket, deadline: float | None, poller: select.poll | None = None
+    ) -> None:
         super().__init__()
         self.sock = sock
+        self.poller = poller
         # what socket.makefile() reads with: it keeps the socket open (however
         # http.client's connection closes it) until the response is closed
         self._io = sock.makefile("rb", buffering=0)
@@ -492,7 +501,7 @@ class _SocketReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         sock = self.sock
         if self.probing:
-            if not _has_input(sock):
+            if not _has_input(sock, self.poller):
                 raise _NoInput
             # Something is there, but maybe only part of a TLS record (or a
             # session ticket): look without waiting for the rest.
@@ -560,12 +569,20 @@ def _read_header_lines(fp: io.BufferedIOBase) -> list[bytes]:
 
 
 def _parse_headers(fp: io.BufferedIOBase) -> http.client.HTTPMessage:
+    """:func:`_parse_fields`' message alone."""
+    return _parse_fields(fp)[0]
+
+
+def _parse_fields(
+    fp: io.BufferedIOBase,
+) -> tuple[http.client.HTTPMessage, list[str], list[str]]:
     """The header block as http.client's message (the same (name, value)
     pairs :func:`http.client.parse_headers` gives for well-formed lines).
 
     Each line must be a header field (RFC 9112 5) or continue the one before
     (obsolete line folding, joined with a space); anything else fails the
-    response, as h11 does, without quoting the line.
+    response, as h11 does, without quoting the line.  Also the values of
+    ``Content-Length`` and ``Transfer-Encoding``, picked up on the way.
     """
     lines = _read_header_lines(fp)
     message = http.client.HTTPMessage()
@@ -581,9 +598,16 @@ def _parse_headers(fp: io.BufferedIOBase) -> http.client.HTTPMessage:
             fields[-1][1] = f"{fields[-1][1]} {folded}".strip(" ")
         else:
             raise MalformedResponse("a response header line is malformed (not shown)")
+    lengths: list[str] = []
+    codings: list[str] = []
     for name, value in fields:
         message.set_raw(name, value)
-    return message
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.append(value)
+        elif lower == "transfer-encoding":
+            codings.append(value)
+    return message, lengths, codings
 
 
 class _FirstByteResponse(http.client.HTTPResponse):
@@ -614,8 +638,9 @@ class _FirstByteResponse(http.client.HTTPResponse):
         deadline: float | None = None,
         max_body: int = DEFAULT_MAX_RESPONSE_SIZE,
         owner: http.client.HTTPConnection | None = None,
+        poller: select.poll | None = None,
     ) -> None:
-        self._reader = _SocketReader(sock, deadline)
+        self._reader = _SocketReader(sock, deadline, poller)
         fp = io.BufferedReader(self._reader)
         super().__init__(_FileSource(fp), debuglevel, method, url)  # type: ignore[arg-type]
         self._max_body = max_body
@@ -649,9 +674,8 @@ class _FirstByteResponse(http.client.HTTPResponse):
             self.version = 11
         else:
             raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = headers = _parse_headers(self.fp)
-        encodings = headers.get_all("transfer-encoding")
-        lengths = headers.get_all("content-length")
+        self.headers, lengths, encodings = _parse_fields(self.fp)
+        self.msg = self.headers
         self.chunked = False
         if encodings:
             if ",".join(encodings).replace(" ", "").lower() != "chunked":
@@ -1028,6 +1052,7 @@ class HttpClientTransport:
                 method=request.method,
                 deadline=deadline,
                 max_body=response_cap(target.target, self._max_response_size),
+                poller=conn._poller,
             )
             try:
                 response.begin()
