@@ -422,6 +422,12 @@ _MAX_INTERIM = 32
 #: A header field line (RFC 9112 5): a token, a colon and a value of visible
 #: characters, spaces and tabs (no NUL, CR or other controls), then CRLF or LF.
 _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n")
+#: The same, for a whole block of lines (as text), and each line's name and
+#: value without the whitespace around it.
+_FIELD_BLOCK = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n)*")
+_FIELD_PAIRS = re.compile(
+    r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r?\n"
+)
 #: Pieces in which a body of unknown length is read (so the size cap holds).
 _PIECE = 65536
 
@@ -486,9 +492,9 @@ class _SocketReader(io.RawIOBase):
         super().__init__()
         self.sock = sock
         self.poller = poller
-        # what socket.makefile() reads with: it keeps the socket open (however
-        # http.client's connection closes it) until the response is closed
-        self._io = sock.makefile("rb", buffering=0)
+        # As socket.makefile() does: the socket stays open (however
+        # http.client's connection closes it) until the response is closed.
+        sock._io_refs += 1  # type: ignore[attr-defined]
         self.deadline = deadline
         self.timeout = timeout = sock.gettimeout()
         self.read_timeout = float("inf") if timeout is None else timeout
@@ -520,14 +526,15 @@ class _SocketReader(io.RawIOBase):
                 sock.settimeout(left)
                 self.shortened = True
         try:
-            return self._io.readinto(buffer)  # type: ignore[return-value]
+            return sock.recv_into(buffer)
         except TimeoutError:
             if self.shortened:
                 raise TotalTimeout from None
             raise
 
     def close(self) -> None:
-        self._io.close()
+        if not self.closed:
+            self.sock._decref_socketios()  # type: ignore[attr-defined]
         super().close()
 
     def restore(self) -> None:
@@ -585,29 +592,40 @@ def _parse_fields(
     ``Content-Length`` and ``Transfer-Encoding``, picked up on the way.
     """
     lines = _read_header_lines(fp)
+    text = b"".join(lines[:-1]).decode("iso-8859-1")
+    fields = _FIELD_PAIRS.findall(text) if _FIELD_BLOCK.fullmatch(text) else _fold(lines[:-1])
     message = http.client.HTTPMessage()
-    fields: list[list[str]] = []
-    match = _FIELD_LINE.fullmatch
-    for line in lines[:-1]:
-        found = match(line)
-        if found is not None:
-            name, value = found.groups()
-            fields.append([name.decode("ascii"), value.decode("iso-8859-1").strip(" \t")])
-        elif fields and line[:1] in (b" ", b"\t") and match(b"x:" + line):
-            folded = line.decode("iso-8859-1").strip(" \t\r\n")
-            fields[-1][1] = f"{fields[-1][1]} {folded}".strip(" ")
-        else:
-            raise MalformedResponse("a response header line is malformed (not shown)")
+    add = message.set_raw
     lengths: list[str] = []
     codings: list[str] = []
     for name, value in fields:
-        message.set_raw(name, value)
-        lower = name.lower()
-        if lower == "content-length":
-            lengths.append(value)
-        elif lower == "transfer-encoding":
-            codings.append(value)
+        add(name, value)
+        if len(name) in (14, 17):  # len("content-length"), len("transfer-encoding")
+            lower = name.lower()
+            if lower == "content-length":
+                lengths.append(value)
+            elif lower == "transfer-encoding":
+                codings.append(value)
     return message, lengths, codings
+
+
+def _fold(lines: list[bytes]) -> list[tuple[str, str]]:
+    """The fields of header lines some of which continue the one before
+    (obsolete line folding); a line that is neither fails the response."""
+    fields: list[tuple[str, str]] = []
+    match = _FIELD_LINE.fullmatch
+    for line in lines:
+        found = match(line)
+        if found is not None:
+            name, value = found.groups()
+            fields.append((name.decode("ascii"), value.decode("iso-8859-1").strip(" \t")))
+        elif fields and line[:1] in (b" ", b"\t") and match(b"x:" + line):
+            folded = line.decode("iso-8859-1").strip(" \t\r\n")
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {folded}".strip(" "))
+        else:
+            raise MalformedResponse("a response header line is malformed (not shown)")
+    return fields
 
 
 class _FirstByteResponse(http.client.HTTPResponse):
