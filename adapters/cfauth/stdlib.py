@@ -422,12 +422,10 @@ _MAX_INTERIM = 32
 #: A header field line (RFC 9112 5): a token, a colon and a value of visible
 #: characters, spaces and tabs (no NUL, CR or other controls), then CRLF or LF.
 _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n")
-#: The same, for a whole block of lines (as text), and each line's name and
-#: value without the whitespace around it.
-_FIELD_BLOCK = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n)*")
-_FIELD_PAIRS = re.compile(
-    r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r?\n"
-)
+#: A status line: the version, a three-digit code (100 to 999), the reason.
+_STATUS_LINE = re.compile(rb"(HTTP/[!-~]*) ([1-9][0-9][0-9])(?: ([^\r\n]*))?\r?\n")
+#: The same, without groups (faster to test).
+_PLAIN_FIELD_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n")
 #: Pieces in which a body of unknown length is read (so the size cap holds).
 _PIECE = 65536
 
@@ -438,10 +436,6 @@ class MalformedResponse(http.client.HTTPException):
 
 class ResponseTooLarge(http.client.HTTPException):
     """The response body is larger than the transport accepts."""
-
-
-class _NoInput(Exception):
-    """Nothing to read without waiting (see :meth:`_SocketReader.readinto`)."""
 
 
 class TotalTimeout(TimeoutError):
@@ -482,8 +476,9 @@ class _SocketReader(io.RawIOBase):
     the request's ``deadline`` (``total_timeout``, on ``time.monotonic``):
     when the deadline is nearer than the read timeout, the socket's timeout
     is shortened to it and :attr:`shortened` says so.  With :attr:`probing`
-    set, a read that would wait raises :class:`_NoInput` instead: how the
-    response finds out, without waiting, whether anything follows it.
+    set, a read that would wait returns ``None`` (and sets :attr:`nothing`)
+    instead: how the response finds out, without waiting, whether anything
+    follows it.
     """
 
     def __init__(
@@ -499,23 +494,26 @@ class _SocketReader(io.RawIOBase):
         self.timeout = timeout = sock.gettimeout()
         self.read_timeout = float("inf") if timeout is None else timeout
         self.probing = False
+        self.nothing = False  # a probe found nothing to read
         self.shortened = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
         sock = self.sock
         if self.probing:
             if not _has_input(sock, self.poller):
-                raise _NoInput
+                self.nothing = True
+                return None  # nothing to read now (the buffered reader's "would block")
             # Something is there, but maybe only part of a TLS record (or a
             # session ticket): look without waiting for the rest.
             sock.settimeout(0.0)
             try:
                 return sock.recv_into(buffer)
             except (BlockingIOError, ssl.SSLWantReadError):
-                raise _NoInput from None
+                self.nothing = True
+                return None
             finally:
                 sock.settimeout(self.timeout)
         if self.deadline is not None:
@@ -592,8 +590,15 @@ def _parse_fields(
     ``Content-Length`` and ``Transfer-Encoding``, picked up on the way.
     """
     lines = _read_header_lines(fp)
-    text = b"".join(lines[:-1]).decode("iso-8859-1")
-    fields = _FIELD_PAIRS.findall(text) if _FIELD_BLOCK.fullmatch(text) else _fold(lines[:-1])
+    del lines[-1]
+    fields: list[tuple[str, str]] = []
+    plain = _PLAIN_FIELD_LINE.fullmatch
+    for line in lines:
+        if plain(line) is None:
+            fields = _fold(lines)  # folded lines, or a malformed one
+            break
+        name, _, value = line.decode("iso-8859-1").partition(":")
+        fields.append((name, value.strip(" \t\r\n")))
     message = http.client.HTTPMessage()
     add = message.set_raw
     lengths: list[str] = []
@@ -703,10 +708,14 @@ class _FirstByteResponse(http.client.HTTPResponse):
         self.will_close = self._check_close() or bool(encodings and lengths)
         self.length = None
         if lengths and not self.chunked:
-            values = {value.strip(" \t") for value in ",".join(lengths).split(",")}
-            if len(values) != 1 or not all(v.isdigit() and v.isascii() for v in values):
-                raise MalformedResponse("the response's Content-Length is not one number")
-            self.length = int(values.pop())
+            length = lengths[0]
+            if len(lengths) > 1 or not (length.isdigit() and length.isascii()):
+                # repeated, or a list: the same number each time, or a failure
+                values = {value.strip(" \t") for value in ",".join(lengths).split(",")}
+                length = values.pop()
+                if values or not (length.isdigit() and length.isascii()):
+                    raise MalformedResponse("the response's Content-Length is not one number")
+            self.length = int(length)
         if status in (204, 304) or self._method == "HEAD":
             self.length = 0
         if self.length is not None and self.length > self._max_body:
@@ -718,17 +727,17 @@ class _FirstByteResponse(http.client.HTTPResponse):
 
     def _read_status(self) -> tuple[str, int, str]:
         line = self.fp.readline(_MAX_LINE + 1)
+        found = _STATUS_LINE.fullmatch(line)
+        if found is not None:
+            version, code, reason = found.groups()
+            return version.decode("ascii"), int(code), (reason or b"").decode("iso-8859-1")
         if len(line) > _MAX_LINE:
             raise http.client.LineTooLong("status line")
         if not line:
             raise http.client.RemoteDisconnected("Remote end closed connection without response")
         if not line.endswith(b"\n"):
             raise MalformedResponse("the connection ended inside the status line")
-        version, _, rest = line.decode("iso-8859-1").partition(" ")
-        code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/") or not (code.isdigit() and 100 <= int(code) <= 999):
-            raise MalformedResponse("the status line is not HTTP/1.x (not shown)")
-        return version, int(code), reason.rstrip("\r\n")
+        raise MalformedResponse("the status line is not HTTP/1.x (not shown)")
 
     def _read_and_discard_trailer(self) -> None:
         # The trailer section ends with an empty line: end-of-file before it
@@ -761,11 +770,10 @@ class _FirstByteResponse(http.client.HTTPResponse):
         if not self.will_close:
             # The body is complete: is anything else already there?
             reader.probing = True
+            reader.nothing = False
             try:
-                fp.peek(1)  # bytes, or end-of-file: either way not reusable
-                self.surplus = True
-            except _NoInput:
-                pass
+                # bytes, or end-of-file: either way not reusable
+                self.surplus = bool(fp.peek(1)) or not reader.nothing
             except (OSError, ValueError):
                 self.surplus = True
             finally:
