@@ -1001,7 +1001,7 @@ def trio_stampede(server: Server, tasks: int, expired: bool) -> Stampede:
     import trio.testing
 
     from cfauth import trio as cf_trio
-    from cfauth.stores import MemoryStore
+    from cfauth.stores import MemoryGrant
     from cfauth_core import Account, Machine
 
     async def main() -> Stampede:
@@ -1016,7 +1016,7 @@ def trio_stampede(server: Server, tasks: int, expired: bool) -> Stampede:
                 for _ in range(POOL_SIZE):
                     nursery.start_soon(transport, warm)
             tokens = fresh_tokens(server, expired=expired)
-            store = MemoryStore(tokens)
+            store = MemoryGrant(tokens)
             machine = Machine(Account.parse("acme"), oauth_app(server), tokens)
             client = cf_trio.Client(cf_trio.Driver(machine, transport, store=store))
             go = trio.Event()
@@ -1044,7 +1044,7 @@ def trio_stampede(server: Server, tasks: int, expired: bool) -> Stampede:
 def thread_stampede(server: Server, threads: int, expired: bool) -> Stampede:
     """``threads`` threads released at once (a barrier) on one blocking client."""
     from cfauth import urllib3 as cf_urllib3
-    from cfauth.stores import MemoryStore
+    from cfauth.stores import MemoryGrant
     from cfauth.sync import Client, Driver
     from cfauth_core import Account, Machine
 
@@ -1067,7 +1067,7 @@ def thread_stampede(server: Server, threads: int, expired: bool) -> Stampede:
 
         tokens = fresh_tokens(server, expired=expired)
         machine = Machine(Account.parse("acme"), oauth_app(server), tokens)
-        client = Client(Driver(machine, transport, store=MemoryStore(tokens)))
+        client = Client(Driver(machine, transport, store=MemoryGrant(tokens)))
         barrier = threading.Barrier(threads)
         latencies: list[int] = []
         errors: list[BaseException] = []

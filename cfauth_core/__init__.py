@@ -15,6 +15,7 @@ from ._actions import (
     CallAccepted,
     Deliver,
     Fail,
+    Forget,
     RefreshAborted,
     RefreshDue,
     ReleaseLease,
@@ -23,11 +24,12 @@ from ._actions import (
     Send,
     Store,
 )
-from ._credentials import ApiKey, Credential, OAuth2App
+from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     ActionRequired,
     AuthorizationDenied,
     CfauthError,
+    ClientCredentialsRejected,
     CodeExpired,
     CredentialsRejected,
     InsecureTransport,
@@ -52,6 +54,7 @@ from ._events import (
     Event,
     Headers,
     LeaseFailed,
+    LogoutRequested,
     ResponseReceived,
     SendFailed,
     TokensLoaded,
@@ -63,6 +66,7 @@ from ._tokens import ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, TokenSet
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
+    "CLIENT_AUTH_FORMS",
     "EVENTS_ALLOWED",
     "REFRESH_TOKEN_LIFETIME",
     "TRANSITIONS",
@@ -82,6 +86,7 @@ __all__ = [
     "CallRequested",
     "CallbackReceived",
     "CfauthError",
+    "ClientCredentialsRejected",
     "ClockTick",
     "CodeExpired",
     "Config",
@@ -90,12 +95,14 @@ __all__ = [
     "Deliver",
     "Event",
     "Fail",
+    "Forget",
     "Headers",
     "InsecureTransport",
     "InvalidInput",
     "InvalidTokenRecord",
     "LeaseFailed",
     "LocalProtocolError",
+    "LogoutRequested",
     "Machine",
     "OAuth2App",
     "OAuthError",

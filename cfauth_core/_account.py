@@ -22,12 +22,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from enum import Enum
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from ._errors import InsecureTransport, InvalidInput, UntrustedRedirect
 from ._record import Record, _new
 
-__all__ = ["Account", "Params", "RedirectKind", "RedirectTarget", "refuse_redirect", "shown"]
+__all__ = [
+    "Account",
+    "Params",
+    "RedirectKind",
+    "RedirectTarget",
+    "is_oauth_path",
+    "refuse_redirect",
+    "shown",
+]
 
 #: Query or form parameters: a mapping or a sequence of pairs.  Values that are
 #: lists or tuples repeat the key (``item_id[]=1&item_id[]=2``).
@@ -315,7 +323,12 @@ class Account(Record):
         segments = path.split("/")
         if ".." in segments or "." in segments:
             raise InvalidInput(f"path {path!r}: '.' and '..' segments are not allowed")
-        return self.api_base + path.lstrip("/")
+        path = path.lstrip("/")
+        # 'api/3.0/booking/index' means 'booking/index': the base is not doubled.
+        base = self.api_base.lstrip("/")
+        if path.startswith(base):
+            path = path[len(base) :]
+        return self.api_base + path
 
     def moved_to(self, origin: str) -> Account:
         """This account at a new origin (after a migration)."""
@@ -442,11 +455,46 @@ def shown(location: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def refuse_redirect(shown_location: str, why: str) -> UntrustedRedirect:
-    """The error for a refused redirect; ``shown_location`` is quoted as it is."""
+_TRUST_HINT = (
+    "If the account really moved there, pass the host in trusted_hosts "
+    "or use the new origin as the account"
+)
+
+
+def refuse_redirect(shown_location: str, why: str, *, hint: str = _TRUST_HINT) -> UntrustedRedirect:
+    """The error for a refused redirect; ``shown_location`` is quoted as it is.
+    ``hint`` says what to do next (by default: trust the host if the account moved)."""
     return UntrustedRedirect(
-        f"redirect to '{shown_location}' refused: {why}; no credentials were sent there. "
-        "If the account really moved there, pass the host in trusted_hosts "
-        "or use the new origin as the account",
+        f"redirect to '{shown_location}' refused: {why}; no credentials were sent there. " + hint,
         location=shown_location,
     )
+
+
+def is_oauth_path(path: str) -> bool:
+    """Whether a server could read ``path`` as one of the OAuth endpoints (``/oauth*``).
+
+    API credentials never go there.  The path is compared the way a lenient
+    server may read it: percent-decoded (repeatedly, so ``%256f`` counts too),
+    backslashes as slashes, dot segments removed (RFC 3986 section 5.2.4),
+    empty segments dropped (``//oauth``), Unicode compatibility forms folded
+    (NFKC) and case folded.  So ``/%6fauth/token/``, ``/%2e/oauth/token/``,
+    ``/api/%2e%2e/oauth/`` and ``/OAUTH/`` all count.
+    """
+    text = path.split("?", 1)[0]
+    for _ in range(5):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    if not text.isascii():
+        from unicodedata import normalize  # noqa: PLC0415  (rare: imported when needed)
+
+        text = normalize("NFKC", text)
+    segments: list[str] = []
+    for segment in text.replace("\\", "/").casefold().split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return bool(segments) and segments[0].startswith("oauth")

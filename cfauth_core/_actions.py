@@ -29,6 +29,7 @@ __all__ = [
     "CallAccepted",
     "Deliver",
     "Fail",
+    "Forget",
     "RefreshAborted",
     "RefreshDue",
     "ReleaseLease",
@@ -132,14 +133,21 @@ class Send(Action):
 
 
 class Store(Action):
-    """Persist these tokens before executing any later action."""
+    """Persist these tokens before executing any later action.
 
-    __slots__ = ("tokens",)
+    ``client_auth`` is the form of the client credentials the token URL
+    accepted (``"rfc6749"`` or ``"raw"``); a store may keep it with the grant
+    and give it back in ``TokensLoaded`` (or to the ``Machine``) later.
+    """
+
+    __slots__ = ("tokens", "client_auth")
     tokens: TokenSet
+    client_auth: str
 
-    def __new__(cls, tokens: TokenSet) -> Store:
+    def __new__(cls, tokens: TokenSet, client_auth: str = "rfc6749") -> Store:
         self: Store = _new(cls._fast)
         self.tokens = tokens
+        self.client_auth = client_auth
         self.__class__ = cls
         return self
 
@@ -293,3 +301,10 @@ class AuthorizationLost(Action):
         self.error = error
         self.__class__ = cls
         return self
+
+
+class Forget(Action):
+    """The program logged out (``LogoutRequested``): delete the stored grant (its
+    tokens) so that no process picks it up again."""
+
+    __slots__ = ()

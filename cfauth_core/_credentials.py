@@ -7,12 +7,16 @@ shows its secret in ``repr``.
 from __future__ import annotations
 
 from base64 import b64encode
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote, urlsplit
 
 from ._errors import InvalidInput
 from ._record import Record, _new
 
-__all__ = ["ApiKey", "Credential", "OAuth2App", "basic_authorization"]
+__all__ = ["CLIENT_AUTH_FORMS", "ApiKey", "Credential", "OAuth2App", "basic_authorization"]
+
+#: The forms in which the client id and secret can go as HTTP Basic to the token URL:
+#: ``"rfc6749"`` percent-encoded first (RFC 6749 section 2.3.1), ``"raw"`` as they are.
+CLIENT_AUTH_FORMS = ("rfc6749", "raw")
 
 _LOOPBACK = ("127.0.0.1", "[::1]", "localhost")
 
@@ -70,14 +74,22 @@ class OAuth2App(Record):
     ``redirect_uri`` must be https, or http to 127.0.0.1 / [::1] / localhost
     (a loopback receiver, RFC 8252 section 7.3).  The client credentials are
     sent as HTTP Basic to the token URL only, form-encoded first as RFC 6749
-    section 2.3.1 requires.
+    section 2.3.1 requires (or raw, for servers that do not decode them: see
+    ``Config.client_auth``).
     """
 
-    __slots__ = ("client_id", "client_secret", "redirect_uri", "_token_authorization")
+    __slots__ = (
+        "client_id",
+        "client_secret",
+        "redirect_uri",
+        "_token_authorization",
+        "_raw_authorization",
+    )
     client_id: str
     client_secret: str
     redirect_uri: str
     _token_authorization: str
+    _raw_authorization: str
 
     def __new__(cls, client_id: str, client_secret: str, redirect_uri: str) -> OAuth2App:
         self: OAuth2App = _new(cls._fast)
@@ -110,12 +122,20 @@ class OAuth2App(Record):
         # application/x-www-form-urlencoded encoding algorithm ... and the
         # encoded value is used as the username; the client password is
         # encoded using the same algorithm and used as the password."
+        #
+        # Every byte outside the unreserved set is percent-encoded, the space as
+        # %20 rather than '+': a form decoder reads %20 back as a space too, and
+        # so do servers that percent-decode without form rules (they would read
+        # '+' as '+').  Unreserved characters (letters, digits, '-._~') are sent
+        # as they are, so hex and alphanumeric secrets look the same in every form.
         self.client_id = client_id
         self.client_secret = client_secret
         self.redirect_uri = redirect_uri
         self._token_authorization = basic_authorization(
-            quote_plus(client_id, safe=""), quote_plus(client_secret, safe="")
+            quote(client_id, safe=""), quote(client_secret, safe="")
         )
+        # Some servers compare the Basic credentials without decoding them.
+        self._raw_authorization = basic_authorization(client_id, client_secret)
         self.__class__ = cls
         return self
 
@@ -123,6 +143,16 @@ class OAuth2App(Record):
     def token_authorization(self) -> str:
         """The ``Authorization`` header value for the token URL (and nowhere else)."""
         return self._token_authorization
+
+    def token_authorization_in(self, form: str) -> str:
+        """The ``Authorization`` value for the token URL in ``form``
+        (``"rfc6749"``, percent-encoded, or ``"raw"``)."""
+        return self._raw_authorization if form == "raw" else self._token_authorization
+
+    @property
+    def encoding_changes(self) -> bool:
+        """Whether encoding changes the client id or secret (the two forms differ)."""
+        return self._raw_authorization != self._token_authorization
 
     def __repr__(self) -> str:
         return (

@@ -24,6 +24,7 @@ __all__ = [
     "ActionRequired",
     "AuthorizationDenied",
     "CfauthError",
+    "ClientCredentialsRejected",
     "CodeExpired",
     "CredentialsRejected",
     "InsecureTransport",
@@ -79,6 +80,19 @@ class RemoteProtocolError(CfauthError):
         self.status = status
 
 
+#: What to do next, for the OAuth error codes of RFC 6749 and RFC 6750.
+_OAUTH_NEXT_STEPS = {
+    "invalid_grant": "log in again (a new OAuth2 authorization)",
+    "invalid_client": "check the client id and secret under Manage > Developer in Checkfront",
+    "unauthorized_client": "check the OAuth2 application's settings under Manage > Developer",
+    "invalid_token": "log in again if a refresh does not help",
+    "insufficient_scope": "check that the account's user may access this resource",
+    "temporarily_unavailable": "try again later",
+    "server_error": "try again later",
+}
+_OAUTH_DEFAULT_STEP = "check the request against the description, then try again"
+
+
 class OAuthError(CfauthError):
     """An OAuth error response: ``error`` and ``error_description`` from the server."""
 
@@ -88,12 +102,18 @@ class OAuthError(CfauthError):
         self.error = error
         self.description = description
         self.status = status
-        text = f"the server answered OAuth error {error!r}"
+        text = f"{self._what()} {error!r}"
         if description:
             text += f" ({description!r})"
         if status is not None:
             text += f" with HTTP {status}"
-        super().__init__(text)
+        super().__init__(f"{text}: {self._next_step(error)}")
+
+    def _what(self) -> str:
+        return "the server answered OAuth error"
+
+    def _next_step(self, error: str) -> str:
+        return _OAUTH_NEXT_STEPS.get(error, _OAUTH_DEFAULT_STEP)
 
 
 class TransportError(CfauthError):
@@ -117,14 +137,18 @@ class TransportError(CfauthError):
 class RefreshFailed(CfauthError):
     """The token refresh did not succeed, but the grant is intact.
 
-    The next call may refresh again.
+    The next call may refresh again.  ``status`` is the token URL's HTTP status,
+    if it answered at all.
     """
 
     retryable = True
 
-    def __init__(self, message: str, *, cause: CfauthError | None = None) -> None:
+    def __init__(
+        self, message: str, *, cause: CfauthError | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.cause = cause
+        self.status = status
 
 
 class ActionRequired(CfauthError):
@@ -147,6 +171,19 @@ class CredentialsRejected(ActionRequired):
         self.status = status
 
 
+class ClientCredentialsRejected(ActionRequired):
+    """The token URL refused the OAuth2 client id and secret (``invalid_client``).
+
+    A configuration error: the grant and its tokens are intact.  ``status`` is
+    the HTTP status; ``cause`` the server's :class:`OAuthError`.
+    """
+
+    def __init__(self, message: str, *, status: int | None, cause: CfauthError) -> None:
+        super().__init__(message)
+        self.status = status
+        self.cause = cause
+
+
 class UntrustedRedirect(ActionRequired):
     """A redirect to somewhere credentials may not go; nothing was sent there."""
 
@@ -165,6 +202,17 @@ class StateMismatch(ActionRequired):
 
 class AuthorizationDenied(OAuthError, ActionRequired):
     """The authorization server sent the user back with an error (e.g. ``access_denied``)."""
+
+    def _what(self) -> str:
+        return "the login was not authorized: the authorization server sent back error"
+
+    def _next_step(self, error: str) -> str:
+        if error == "access_denied":
+            return "start the login again if the user wants to allow access"
+        return (
+            "check the OAuth2 application's settings under Manage > Developer, "
+            "then start the login again"
+        )
 
 
 class CodeExpired(ActionRequired):

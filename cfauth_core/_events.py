@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from ._account import Params
+from ._credentials import CLIENT_AUTH_FORMS
 from ._errors import InvalidInput
 from ._record import Record, _new
 from ._tokens import TokenSet
@@ -26,6 +27,7 @@ __all__ = [
     "Event",
     "Headers",
     "LeaseFailed",
+    "LogoutRequested",
     "ResponseReceived",
     "SendFailed",
     "TokensLoaded",
@@ -241,19 +243,26 @@ class ClockTick(Event):
 class TokensLoaded(Event):
     """The store's tokens, read under its refresh lease (the answer to
     ``RefreshDue``), or at any other time to pick up tokens another process
-    stored.  ``None`` when the store holds none."""
+    stored.  ``None`` when the store holds none.  ``client_auth`` is the form
+    of the client credentials the store recorded (``Store.client_auth``), if any."""
 
-    __slots__ = ("now", "tokens")
+    __slots__ = ("now", "tokens", "client_auth")
     now: float
     tokens: TokenSet | None
+    client_auth: str | None
 
-    def __new__(cls, *, now: float, tokens: TokenSet | None) -> TokensLoaded:
+    def __new__(
+        cls, *, now: float, tokens: TokenSet | None, client_auth: str | None = None
+    ) -> TokensLoaded:
         self: TokensLoaded = _new(cls._fast)
         _check_now(now)
         if tokens is not None and not isinstance(tokens, TokenSet):
             raise InvalidInput("tokens: pass a TokenSet or None")
+        if client_auth is not None and client_auth not in CLIENT_AUTH_FORMS:
+            raise InvalidInput("client_auth: pass 'rfc6749', 'raw' or None (what Store said)")
         self.now = now
         self.tokens = tokens
+        self.client_auth = client_auth
         self.__class__ = cls
         return self
 
@@ -352,5 +361,22 @@ class CallCancelled(Event):
         _check_id(call_id)
         self.now = now
         self.call_id = call_id
+        self.__class__ = cls
+        return self
+
+
+class LogoutRequested(Event):
+    """Forget the grant: its tokens, and any login in progress.  The machine
+    answers ``Forget`` (delete the stored grant) and goes to ``UNAUTHORIZED``;
+    calls then fail with ``ReauthorizationRequired`` until a new login.
+    Refused while a refresh or a code exchange is in flight."""
+
+    __slots__ = ("now",)
+    now: float
+
+    def __new__(cls, *, now: float) -> LogoutRequested:
+        self: LogoutRequested = _new(cls._fast)
+        _check_now(now)
+        self.now = now
         self.__class__ = cls
         return self

@@ -37,7 +37,14 @@ import re
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ._account import Account, RedirectKind, RedirectTarget, refuse_redirect, shown
+from ._account import (
+    Account,
+    RedirectKind,
+    RedirectTarget,
+    is_oauth_path,
+    refuse_redirect,
+    shown,
+)
 from ._actions import (
     AccountMoved,
     Action,
@@ -48,6 +55,7 @@ from ._actions import (
     CallAccepted,
     Deliver,
     Fail,
+    Forget,
     RefreshAborted,
     RefreshDue,
     ReleaseLease,
@@ -56,10 +64,11 @@ from ._actions import (
     Send,
     Store,
 )
-from ._credentials import ApiKey, Credential, OAuth2App
+from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     AuthorizationDenied,
     CfauthError,
+    ClientCredentialsRejected,
     CodeExpired,
     CredentialsRejected,
     InvalidInput,
@@ -82,6 +91,7 @@ from ._events import (
     Event,
     Headers,
     LeaseFailed,
+    LogoutRequested,
     ResponseReceived,
     SendFailed,
     TokensLoaded,
@@ -115,15 +125,22 @@ class Config(Record):
     """Tunable behaviour; the defaults suit Checkfront.
 
     ``refresh_leeway``: refresh when the access token has this many seconds
-    left (300).  ``keep_alive_before``: refresh when the refresh token has this
-    many seconds left (1 day).  ``max_redirects``: redirect hops followed per
+    left (300), capped at half the token's lifetime (from ``updated_at`` to
+    ``expires_at``) so that short-lived tokens do not refresh on every call.
+    ``keep_alive_before``: refresh when the refresh token has this many
+    seconds left (1 day).  ``max_redirects``: redirect hops followed per
     request (5).  ``max_rate_limit_retries``: retries of a call answered 429,
     or 503 with Retry-After (3).  ``max_retry_wait``: the longest wait
     honoured; a longer Retry-After fails the call at once (300).
     ``default_retry_wait``: the wait for a 429 without a usable Retry-After
     (1).  ``pkce``: use PKCE S256 in logins (on).  ``exchange_window``: seconds
     within which an authorization code must be exchanged (Checkfront: 60).
-    ``user_agent``: sent with every request.
+    ``user_agent``: sent with every request.  ``client_auth``: how the OAuth2
+    client id and secret go to the token URL as HTTP Basic: ``"auto"`` (the
+    default) sends them percent-encoded (RFC 6749 section 2.3.1) and, when a
+    server answers ``invalid_client`` and encoding changed them, once more raw,
+    then keeps the form that worked (``Machine.client_auth``, ``Store.client_auth``);
+    ``"rfc6749"`` or ``"raw"`` pins one form.
     """
 
     __slots__ = (
@@ -136,6 +153,7 @@ class Config(Record):
         "pkce",
         "exchange_window",
         "user_agent",
+        "client_auth",
     )
     refresh_leeway: float
     keep_alive_before: float
@@ -146,6 +164,7 @@ class Config(Record):
     pkce: bool
     exchange_window: float
     user_agent: str
+    client_auth: str
 
     def __new__(
         cls,
@@ -159,6 +178,7 @@ class Config(Record):
         pkce: bool = True,
         exchange_window: float = 60.0,
         user_agent: str = f"cfauth/{__version__}",
+        client_auth: str = "auto",
     ) -> Config:
         self: Config = _new(cls._fast)
         self.refresh_leeway = refresh_leeway
@@ -170,6 +190,7 @@ class Config(Record):
         self.pkce = pkce
         self.exchange_window = exchange_window
         self.user_agent = user_agent
+        self.client_auth = client_auth
         for name in (
             "refresh_leeway",
             "keep_alive_before",
@@ -188,6 +209,8 @@ class Config(Record):
             raise InvalidInput("Config.user_agent: pass a string without control characters")
         if not isinstance(self.pkce, bool):
             raise InvalidInput("Config.pkce: pass True or False")
+        if client_auth not in ("auto", *CLIENT_AUTH_FORMS):
+            raise InvalidInput("Config.client_auth: pass 'auto' (the default), 'rfc6749' or 'raw'")
         self.__class__ = cls
         return self
 
@@ -250,7 +273,7 @@ class _Call:
 class _TokenRequest:
     """A request to the token URL in flight (the refresh or the code exchange)."""
 
-    __slots__ = ("deadline", "hops", "purpose", "request", "secrets", "visited")
+    __slots__ = ("deadline", "form", "hops", "purpose", "request", "secrets", "switched", "visited")
 
     def __init__(
         self,
@@ -263,8 +286,10 @@ class _TokenRequest:
         self.request = request
         self.deadline = deadline
         self.hops = 0
-        self.visited: set[str] = {request.url}
+        self.visited: set[str] = {"POST " + request.url}  # method and URL: see _judge
         self.secrets = secrets  # what the body carries: refresh token, or code and verifier
+        self.form = "rfc6749"  # the form of the client credentials it carries
+        self.switched = False  # re-sent in the other form after invalid_client
 
 
 _Pending = _Call | _TokenRequest
@@ -302,6 +327,7 @@ class Machine:
         tokens: TokenSet | None = None,
         *,
         config: Config | None = None,
+        client_auth: str | None = None,
     ) -> None:
         if not isinstance(account, Account):
             raise InvalidInput("account: pass an Account, e.g. Account.parse('acme')")
@@ -311,6 +337,10 @@ class Machine:
             raise InvalidInput("tokens: pass a TokenSet or None")
         if isinstance(credential, ApiKey) and tokens is not None:
             raise InvalidInput("tokens: a token pair (ApiKey) has no OAuth2 tokens")
+        if client_auth is not None and client_auth not in CLIENT_AUTH_FORMS:
+            raise InvalidInput(
+                "client_auth: pass 'rfc6749', 'raw' (the form a store recorded) or None"
+            )
         self._config = config if config is not None else Config()
         self._account = account
         self._credential = credential
@@ -323,6 +353,9 @@ class Machine:
         self._quiet_until = _INF
         self._set_auth("")
         self._set_tokens(tokens)
+        self._client_auth = "rfc6749"
+        self._client_authorization = ""  # for the token URL; a token pair has none
+        self._use_client_auth(client_auth or "rfc6749")
         if isinstance(credential, ApiKey):
             self._set_auth(credential.authorization)
             self._enter(State.READY)
@@ -354,6 +387,13 @@ class Machine:
     def tokens(self) -> TokenSet | None:
         """The current OAuth2 tokens (``None`` for a token pair or before login)."""
         return self._tokens
+
+    @property
+    def client_auth(self) -> str:
+        """The form of the client credentials sent to the token URL: ``"rfc6749"``
+        (percent-encoded) or ``"raw"``.  With ``Config(client_auth="auto")`` it
+        changes to the form that worked; stores may persist it (see ``Store``)."""
+        return self._client_auth
 
     @property
     def config(self) -> Config:
@@ -411,6 +451,13 @@ class Machine:
                 keep_alive_from if tokens.updated_at < keep_alive_from else _INF,
             )
 
+    def _use_client_auth(self, form: str) -> None:
+        pinned = self._config.client_auth
+        self._client_auth = form if pinned == "auto" else pinned
+        credential = self._credential
+        if isinstance(credential, OAuth2App):
+            self._client_authorization = credential.token_authorization_in(self._client_auth)
+
     def _set_auth(self, header: str) -> None:
         self._auth_header = header
         self._base_headers = (("Authorization", header), *self._static_headers)
@@ -421,7 +468,11 @@ class Machine:
         if isinstance(credential, ApiKey):
             found = [credential.secret, credential.authorization[6:]]  # and its base64
         else:
-            found = [credential.client_secret, credential.token_authorization[6:]]
+            found = [
+                credential.client_secret,
+                credential.token_authorization_in("rfc6749")[6:],
+                credential.token_authorization_in("raw")[6:],
+            ]
         found += extra
         if self._tokens is not None:
             found += [self._tokens.access_token, self._tokens.refresh_token]
@@ -441,11 +492,10 @@ class Machine:
         """Why a refresh is due now, ``"lost"`` if the grant cannot be
         refreshed any more, or ``None`` when the tokens are fine."""
         tokens = self._tokens
-        assert tokens is not None
         config = self._config
-        if now >= tokens.refresh_expires_at:
+        if tokens is None or now >= tokens.refresh_expires_at:
             # Nothing can refresh it any more: use the access token while it lasts.
-            return None if now < tokens.expires_at else "lost"
+            return None if tokens is not None and now < tokens.expires_at else "lost"
         # The leeway never exceeds half the token's life, so a server that issues
         # short-lived tokens cannot make every call refresh.
         leeway = min(config.refresh_leeway, (tokens.expires_at - tokens.updated_at) / 2)
@@ -493,6 +543,10 @@ class Machine:
                     self._start_refresh(reason, actions)
                     return
             actions.append(self._send_call(call))
+        elif state is State.EXCHANGING and self._tokens is not None:
+            # A new login over the grant this machine holds: the old tokens serve
+            # until the exchange succeeds (a 401 then waits for the new ones).
+            actions.append(self._send_call(call))
         elif state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
             self._waiting.append(call)
         else:
@@ -531,7 +585,7 @@ class Machine:
             raise LocalProtocolError(
                 f"request {event.request_id} is not in flight: report each Send's answer once"
             )
-        if type(pending) is _Call:
+        if isinstance(pending, _Call):
             status = event.status
             if status < 300 or status not in _SPECIAL_STATUSES:
                 del self._calls[pending.call_id]
@@ -539,7 +593,6 @@ class Machine:
                     Deliver(pending.call_id, status, event.headers, event.body, pending.sent_to)
                 ]
             return self._on_special_call_response(pending, event)
-        assert isinstance(pending, _TokenRequest)
         return self._on_token_response(pending, event)
 
     def _on_special_call_response(self, call: _Call, event: ResponseReceived) -> list[Action]:
@@ -568,13 +621,15 @@ class Machine:
             return
         current = call.sent_to
         if call.visited is None:
-            call.visited = {current}
+            call.visited = {f"{call.method} {current}"}
+        # RFC 9110 section 15.4.4: a 303 is followed with GET (Post/Redirect/Get).
+        method = "GET" if event.status == 303 else call.method
         try:
-            target = self._judge(current, location, call.hops, call.visited)
+            target = self._judge(current, location, call.hops, call.visited, method)
         except UntrustedRedirect as error:
             self._fail(call, error, actions)
             return
-        if urlsplit(target.url).path.lower().startswith("/oauth"):
+        if is_oauth_path(urlsplit(target.url).path):
             refused = refuse_redirect(
                 scrub(shown(location), self._secrets(), 10_000),
                 "API credentials never go to the OAuth endpoints",
@@ -582,7 +637,7 @@ class Machine:
             self._fail(call, refused, actions)
             return
         call.hops += 1
-        call.visited.add(target.url)
+        call.visited.add(f"{method} {target.url}")
         if event.status == 303 and call.method != "GET":
             call.method, call.body = "GET", None
             call.headers = tuple(h for h in call.headers if h is not _FORM)
@@ -597,12 +652,18 @@ class Machine:
         location: str,
         hops: int,
         visited: set[str],
+        method: str,
         extra: tuple[str, ...] = (),
     ) -> RedirectTarget:
-        """The target of a redirect credentials may follow, or :class:`UntrustedRedirect`."""
+        """The target of a redirect credentials may follow, or :class:`UntrustedRedirect`.
+
+        ``visited`` holds ``"METHOD URL"`` for every request of this chain: the
+        same URL with another method (a POST answered 303 with its own URL) is
+        not a loop.
+        """
         secrets = self._secrets(extra)
         if hops >= self._config.max_redirects:
-            why = f"more than {self._config.max_redirects} redirects; check the account URL"
+            why = f"more than {self._config.max_redirects} redirects"
         else:
             refused: UntrustedRedirect | None = None
             try:
@@ -616,10 +677,16 @@ class Machine:
                     scrub(refused.message, secrets, 10_000),
                     location=scrub(refused.location, secrets, 10_000),
                 )
-            if target.url not in visited:
+            if f"{method} {target.url}" not in visited:
                 return target
-            why = "it loops back to a URL already visited; check the account URL"
-        raise refuse_redirect(scrub(shown(location), secrets, 10_000), why)
+            why = f"it loops back to a URL already requested ({method})"
+        # The target was trusted (or never judged): the advice is not to trust a host.
+        raise refuse_redirect(
+            scrub(shown(location), secrets, 10_000),
+            why,
+            hint="The server keeps redirecting: check the account URL and the path, "
+            "and try again later",
+        )
 
     def _move(self, origin: str, status: int, actions: list[Action]) -> None:
         """Adopt a migration target as the account's origin (permanent redirects only)."""
@@ -713,6 +780,8 @@ class Machine:
     def _on_tokens_loaded(self, event: TokensLoaded) -> list[Action]:
         if not self._oauth:
             raise LocalProtocolError("a token pair (ApiKey) has no OAuth2 tokens to load")
+        if event.client_auth is not None:
+            self._use_client_auth(event.client_auth)
         loaded = event.tokens
         current = self._tokens
         leasing = self._state is State.LEASING
@@ -732,15 +801,16 @@ class Machine:
         )
         if not leasing:
             if adopt:
+                # A pending login stays pending: its callback is accepted in READY.
                 self._set_tokens(loaded)
-                self._authorization = None
                 self._goto(Trigger.TOKENS_ADOPTED)
             return []
         actions: list[Action] = []
         if adopt:
             self._set_tokens(loaded)
+        tokens = self._tokens
         reason = self._refresh_reason(event.now)
-        if reason == "lost":
+        if reason == "lost" or tokens is None:
             actions.append(ReleaseLease())
             self._lose_grant(_EXPIRED, None, actions)
             return actions
@@ -750,9 +820,6 @@ class Machine:
             self._goto(Trigger.TOKENS_ADOPTED)
             self._release_waiting(event.now, actions)
             return actions
-        tokens = self._tokens
-        assert tokens is not None
-        assert isinstance(self._credential, OAuth2App)
         body = urlencode({"grant_type": "refresh_token", "refresh_token": tokens.refresh_token})
         self._token_request("refresh", body, None, (tokens.refresh_token,), actions)
         self._goto(Trigger.REFRESH_SENT)
@@ -766,18 +833,18 @@ class Machine:
         secrets: tuple[str, ...],
         actions: list[Action],
     ) -> _TokenRequest:
-        assert isinstance(self._credential, OAuth2App)
         request = Request(
             "POST",
             self._account.token_url,
             (
-                ("Authorization", self._credential.token_authorization),
+                ("Authorization", self._client_authorization),
                 *self._static_headers,
                 _FORM,
             ),
             body.encode("ascii"),
         )
         pending = _TokenRequest(purpose, request, deadline, secrets)
+        pending.form = self._client_auth
         request_id = self._request_id()
         self._pending[request_id] = pending
         actions.append(Send(request_id, request, None, purpose, deadline))
@@ -813,10 +880,13 @@ class Machine:
                 secrets=self._secrets(pending.secrets),
             )
         except CfauthError as error:
-            self._token_request_failed(pending, error, event.now, actions)
+            if not self._switch_client_auth(pending, error, actions):
+                self._token_request_failed(pending, error, event.now, actions)
             return actions
+        if pending.form != self._client_auth:
+            self._use_client_auth(pending.form)  # the other form worked: keep it
         self._set_tokens(tokens)
-        actions.append(Store(tokens))
+        actions.append(Store(tokens, self._client_auth))
         if pending.purpose == "refresh":
             actions.append(ReleaseLease())
             self._goto(Trigger.REFRESH_SUCCEEDED)
@@ -826,11 +896,44 @@ class Machine:
         self._release_waiting(event.now, actions)
         return actions
 
+    def _switch_client_auth(
+        self, pending: _TokenRequest, error: CfauthError, actions: list[Action]
+    ) -> bool:
+        """After ``invalid_client``, re-send the token request once with the client
+        credentials in the other form, if encoding changes them and no form is pinned.
+
+        Servers disagree on RFC 6749 section 2.3.1: some form-decode the Basic
+        credentials, some only percent-decode them, some compare them raw.  The
+        percent-encoded form suits every decoding server; the raw one the rest.
+        """
+        credential = self._credential
+        if (
+            pending.switched
+            or not isinstance(error, OAuthError)
+            or error.error != "invalid_client"
+            or self._config.client_auth != "auto"
+            or not isinstance(credential, OAuth2App)
+            or not credential.encoding_changes
+        ):
+            return False
+        pending.switched = True
+        pending.form = "raw" if pending.form == "rfc6749" else "rfc6749"
+        old = pending.request
+        header = ("Authorization", credential.token_authorization_in(pending.form))
+        headers = tuple(
+            header if name == "Authorization" else (name, value) for name, value in old.headers
+        )
+        pending.request = Request(old.method, old.url, headers, old.body)
+        request_id = self._request_id()
+        self._pending[request_id] = pending
+        actions.append(Send(request_id, pending.request, None, pending.purpose, pending.deadline))
+        return True
+
     def _follow_token_redirect(
         self, pending: _TokenRequest, event: ResponseReceived, location: str, actions: list[Action]
     ) -> None:
         target = self._judge(
-            pending.request.url, location, pending.hops, pending.visited, pending.secrets
+            pending.request.url, location, pending.hops, pending.visited, "POST", pending.secrets
         )
         if urlsplit(target.url)[2:4] != ("/oauth/token/", "") or event.status == 303:
             raise refuse_redirect(
@@ -838,11 +941,12 @@ class Machine:
                 "client credentials go to /oauth/token/ only, by POST",
             )
         pending.hops += 1
-        pending.visited.add(target.url)
-        # The token URL is always built on the account's origin, so a same-origin
-        # redirect to /oauth/token/ would be a loop (refused above): this is a migration.
-        assert target.kind is RedirectKind.MIGRATION
-        self._move(target.origin, event.status, actions)
+        pending.visited.add("POST " + target.url)
+        # A migration moves the account.  The target can also be the account's own
+        # origin: a call's 301 may have moved the account while this request was in
+        # flight to the old one.  Then it is simply re-sent there.
+        if target.kind is RedirectKind.MIGRATION:
+            self._move(target.origin, event.status, actions)
         old = pending.request
         pending.request = Request(old.method, target.url, old.headers, old.body)
         request_id = self._request_id()
@@ -852,6 +956,21 @@ class Machine:
     def _token_request_failed(
         self, pending: _TokenRequest, error: CfauthError, now: float, actions: list[Action]
     ) -> None:
+        if isinstance(error, OAuthError) and error.error == "invalid_client":
+            both = (
+                " in both forms tried (RFC 6749 form-encoded and raw)" if pending.switched else ""
+            )
+            error = ClientCredentialsRejected(
+                f"the token URL refused the OAuth2 client id and secret{both}: the server "
+                f"answered 'invalid_client'"
+                + (f" ({error.description!r})" if error.description else "")
+                + (f" with HTTP {error.status}" if error.status is not None else "")
+                + "; check the client id and secret under Manage > Developer in Checkfront "
+                "and pass the right ones in OAuth2App"
+                + ("; the tokens are kept" if pending.purpose == "refresh" else ", then log in"),
+                status=error.status,
+                cause=error,
+            )
         if pending.purpose == "exchange":
             if (
                 pending.deadline is not None
@@ -862,7 +981,8 @@ class Machine:
                     "the authorization code could not be exchanged within "
                     f"{self._config.exchange_window:g} s of the redirect: log in again"
                 )
-            self._goto(Trigger.EXCHANGE_FAILED)
+            # A new login over a grant the machine holds leaves that grant as it was.
+            self._goto(Trigger.EXCHANGE_FAILED if self._tokens is None else Trigger.RELOGIN_FAILED)
             actions.append(AuthorizationFailed(error))
             if self._waiting:
                 self._fail_waiting(
@@ -876,13 +996,16 @@ class Machine:
         if _grant_lost(error):
             self._lose_grant("the refresh token was refused", error, actions)
             return
-        failure = RefreshFailed(
-            f"the token refresh failed ({error.message}); the tokens are unchanged and the "
-            "next call will try again",
-            cause=error,
-        )
-        if isinstance(error, TransportError) and not error.retryable:
-            failure.retryable = False  # trying again fails the same way until it is fixed
+        failure: CfauthError = error
+        if not isinstance(error, ClientCredentialsRejected):
+            failure = RefreshFailed(
+                f"the token refresh failed ({error.message}); the tokens are unchanged and "
+                "the next call will try again",
+                cause=error,
+                status=getattr(error, "status", None),
+            )
+            if isinstance(error, TransportError) and not error.retryable:
+                failure.retryable = False  # trying again fails the same way until it is fixed
         self._goto(Trigger.REFRESH_FAILED)
         actions.append(RefreshAborted(failure))
         self._fail_waiting(failure, actions)
@@ -892,8 +1015,7 @@ class Machine:
     ) -> ReauthorizationRequired:
         self._goto(Trigger.GRANT_LOST)
         # Never adopt this pair again, even if a store still holds it.
-        assert self._tokens is not None  # the grant is lost only from READY/LEASING/REFRESHING
-        self._refused = self._tokens.refresh_token
+        self._refused = self._tokens.refresh_token if self._tokens is not None else self._refused
         self._set_tokens(None)
         self._set_auth("")
         error = ReauthorizationRequired(
@@ -979,8 +1101,10 @@ class Machine:
 
     def _on_authorization_requested(self, event: AuthorizationRequested) -> list[Action]:
         credential = self._credential
-        # An ApiKey machine is always READY, where EVENTS_ALLOWED refuses logins.
-        assert isinstance(credential, OAuth2App)
+        if not isinstance(credential, OAuth2App):
+            raise LocalProtocolError(
+                "a token pair (ApiKey) has no OAuth2 login: use an OAuth2App machine to log in"
+            )
         state, verifier = event.state, event.code_verifier
         if len(state) < 22 or _UNRESERVED.fullmatch(state) is None:
             raise InvalidInput(
@@ -1015,14 +1139,34 @@ class Machine:
         self._goto(Trigger.AUTHORIZE)
         return [AuthorizeAt(self._account.authorize_url + "?" + urlencode(params))]
 
+    def _on_logout(self, event: LogoutRequested) -> list[Action]:
+        if not self._oauth:
+            raise LocalProtocolError(
+                "a token pair (ApiKey) has no OAuth2 grant to forget: revoke the pair under "
+                "Manage > Developer instead"
+            )
+        if self._tokens is not None:
+            # Never adopt this pair again, even if a store still holds it.
+            self._refused = self._tokens.refresh_token
+        if self._authorization is not None:
+            self._remember_state(self._authorization.state)
+            self._authorization = None
+        self._set_tokens(None)
+        self._set_auth("")
+        self._goto(Trigger.LOGGED_OUT)
+        return [Forget()]
+
     def _remember_state(self, state: str) -> None:
         self._used_states.append(state)
         del self._used_states[:-_USED_STATES_KEPT]
 
     def _on_callback(self, event: CallbackReceived) -> list[Action]:
         authorization = self._authorization
-        assert authorization is not None
-        assert isinstance(self._credential, OAuth2App)
+        if authorization is None or not isinstance(self._credential, OAuth2App):
+            raise LocalProtocolError(
+                "CallbackReceived is not accepted: no login is pending (the callback was "
+                "already used, or AuthorizationRequested was never sent)"
+            )
         params = _callback_params(event.url)
         states = params.get("state", [])
         if len(states) != 1:
@@ -1107,12 +1251,12 @@ def _grant_lost(error: CfauthError) -> bool:
     """Whether a refresh failure means the grant is gone for good.
 
     RFC 6749 section 5.2: ``invalid_grant`` is "The provided authorization
-    grant ... or refresh token is invalid, expired, revoked"; Checkfront
-    also answers a dead refresh token with a 400 or 401.
+    grant ... or refresh token is invalid, expired, revoked".  Nothing else
+    ends a grant: ``invalid_client`` is a configuration error, and an answer
+    that is not an OAuth error object (a proxy's HTML page, a 5xx, a
+    ``temporarily_unavailable``) is transient.
     """
-    if isinstance(error, OAuthError):
-        return error.error == "invalid_grant" or error.status in (400, 401)
-    return isinstance(error, RemoteProtocolError) and error.status in (400, 401)
+    return isinstance(error, OAuthError) and error.error == "invalid_grant"
 
 
 def _callback_params(url: str) -> dict[str, list[str]]:
@@ -1142,9 +1286,11 @@ def _s256(verifier: str) -> str:
 
 _HINTS: dict[type[Event], str] = {
     CallbackReceived: ": no login is pending (the callback was already used, or "
-    "AuthorizationRequested was never sent)",
-    AuthorizationRequested: ": a login can start only when there are no usable tokens or "
-    "while another login is pending",
+    "AuthorizationRequested was never sent), or a token refresh or exchange is in flight "
+    "(pass the callback again once the refresh has ended)",
+    LogoutRequested: ": a token refresh or exchange is in flight; log out once it has ended",
+    AuthorizationRequested: ": a login cannot start while a token refresh or exchange is in "
+    "flight; start it once that has ended",
     TokensLoaded: ": tokens can be loaded only when no refresh or exchange is in flight",
     LeaseFailed: ": LeaseFailed answers a RefreshDue",
 }
@@ -1159,6 +1305,7 @@ _HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {
     LeaseFailed: Machine._on_lease_failed,  # type: ignore[dict-item]
     AuthorizationRequested: Machine._on_authorization_requested,  # type: ignore[dict-item]
     CallbackReceived: Machine._on_callback,  # type: ignore[dict-item]
+    LogoutRequested: Machine._on_logout,  # type: ignore[dict-item]
 }
 
 #: For each state, the handler of each event it accepts (``EVENTS_ALLOWED``).

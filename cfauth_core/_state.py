@@ -30,6 +30,7 @@ from ._events import (
     ClockTick,
     Event,
     LeaseFailed,
+    LogoutRequested,
     ResponseReceived,
     SendFailed,
     TokensLoaded,
@@ -43,11 +44,13 @@ class State(Enum):
 
     #: OAuth2 with no tokens: calls fail with ReauthorizationRequired until a login.
     UNAUTHORIZED = "unauthorized"
-    #: An authorize URL was issued; waiting for the browser to come back.
+    #: No tokens, an authorize URL was issued; waiting for the browser to come back.
     AUTHORIZING = "authorizing"
-    #: The authorization code is being exchanged; calls wait.
+    #: The authorization code is being exchanged; calls wait (or, during a new
+    #: login over a grant the machine holds, go out with the old tokens).
     EXCHANGING = "exchanging"
-    #: Credentials in hand (token pair, or OAuth2 tokens); calls are sent.
+    #: Credentials in hand (token pair, or OAuth2 tokens); calls are sent.  A new
+    #: login may be pending alongside (its callback is accepted here).
     READY = "ready"
     #: A refresh is due; waiting for the adapter to take the store's lease
     #: and report what the store holds.  Calls wait.
@@ -55,7 +58,8 @@ class State(Enum):
     #: The refresh request is in flight.  Calls wait.
     REFRESHING = "refreshing"
     #: The grant is gone (refresh token expired, revoked, rotated away);
-    #: calls fail until a new login or tokens loaded from the store.
+    #: calls fail until a new login or tokens loaded from the store (a login
+    #: pending when the grant was lost can still finish).
     REAUTHORIZATION_REQUIRED = "reauthorization-required"
 
 
@@ -67,12 +71,14 @@ class Trigger(Enum):
     AUTHORIZATION_DENIED = "authorization denied"
     EXCHANGE_SUCCEEDED = "exchange succeeded"
     EXCHANGE_FAILED = "exchange failed"
+    RELOGIN_FAILED = "new login failed"
     REFRESH_DUE = "refresh due"
     TOKENS_ADOPTED = "newer tokens loaded"
     REFRESH_SENT = "refresh sent"
     REFRESH_SUCCEEDED = "refresh succeeded"
     REFRESH_FAILED = "refresh failed"
     GRANT_LOST = "grant lost"
+    LOGGED_OUT = "logged out"
 
 
 S, T = State, Trigger
@@ -81,14 +87,17 @@ _EVERYWHERE: frozenset[type[Event]] = frozenset(
     {CallRequested, ResponseReceived, SendFailed, ClockTick, CallCancelled}
 )
 
+_LOGIN = frozenset({AuthorizationRequested, CallbackReceived, LogoutRequested, TokensLoaded})
+
 EVENTS_ALLOWED: dict[State, frozenset[type[Event]]] = {
-    S.UNAUTHORIZED: _EVERYWHERE | {AuthorizationRequested, TokensLoaded},
-    S.AUTHORIZING: _EVERYWHERE | {AuthorizationRequested, CallbackReceived, TokensLoaded},
+    S.UNAUTHORIZED: _EVERYWHERE | {AuthorizationRequested, LogoutRequested, TokensLoaded},
+    S.AUTHORIZING: _EVERYWHERE | _LOGIN,
     S.EXCHANGING: _EVERYWHERE,
-    S.READY: _EVERYWHERE | {TokensLoaded},
+    # A callback is accepted where a login may be pending (it is refused if none is).
+    S.READY: _EVERYWHERE | _LOGIN,
     S.LEASING: _EVERYWHERE | {TokensLoaded, LeaseFailed},
     S.REFRESHING: _EVERYWHERE,
-    S.REAUTHORIZATION_REQUIRED: _EVERYWHERE | {AuthorizationRequested, TokensLoaded},
+    S.REAUTHORIZATION_REQUIRED: _EVERYWHERE | _LOGIN,
 }
 
 TRANSITIONS: dict[tuple[State, Trigger], State] = {
@@ -100,6 +109,15 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.AUTHORIZING, T.AUTHORIZATION_DENIED): S.UNAUTHORIZED,
     (S.EXCHANGING, T.EXCHANGE_SUCCEEDED): S.READY,
     (S.EXCHANGING, T.EXCHANGE_FAILED): S.UNAUTHORIZED,
+    # A new login over the grant the machine holds: calls keep the old tokens
+    # until the exchange succeeds; if it fails, the old grant stays.
+    (S.READY, T.AUTHORIZE): S.READY,
+    (S.READY, T.CODE_RECEIVED): S.EXCHANGING,
+    (S.READY, T.AUTHORIZATION_DENIED): S.READY,
+    (S.EXCHANGING, T.RELOGIN_FAILED): S.READY,
+    # A login pending when the grant was lost.
+    (S.REAUTHORIZATION_REQUIRED, T.CODE_RECEIVED): S.EXCHANGING,
+    (S.REAUTHORIZATION_REQUIRED, T.AUTHORIZATION_DENIED): S.REAUTHORIZATION_REQUIRED,
     # Tokens another process stored.
     (S.UNAUTHORIZED, T.TOKENS_ADOPTED): S.READY,
     (S.AUTHORIZING, T.TOKENS_ADOPTED): S.READY,
@@ -116,6 +134,11 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.READY, T.GRANT_LOST): S.REAUTHORIZATION_REQUIRED,
     (S.LEASING, T.GRANT_LOST): S.REAUTHORIZATION_REQUIRED,
     (S.REFRESHING, T.GRANT_LOST): S.REAUTHORIZATION_REQUIRED,
+    # Logging out (never while a token request or the lease is outstanding).
+    (S.UNAUTHORIZED, T.LOGGED_OUT): S.UNAUTHORIZED,
+    (S.AUTHORIZING, T.LOGGED_OUT): S.UNAUTHORIZED,
+    (S.READY, T.LOGGED_OUT): S.UNAUTHORIZED,
+    (S.REAUTHORIZATION_REQUIRED, T.LOGGED_OUT): S.UNAUTHORIZED,
 }
 
 

@@ -122,6 +122,11 @@ class TokenSet(Record):
                 "the store is corrupt: log in again to replace it"
             )
         version = record.get("version")
+        if version is None:
+            raise InvalidTokenRecord(
+                "token record: this is not a cfauth token record (it has no 'version'); pass "
+                "a dict written by TokenSet.to_dict, or log in again to make one"
+            )
         if type(version) is not int or version != RECORD_VERSION:
             raise InvalidTokenRecord(
                 f"token record: unknown version {version!r} (this cfauth reads version "

@@ -603,11 +603,13 @@ def test_api_key_allows_colon_in_secret() -> None:
 def test_token_authorization_form_encodes_id_and_secret() -> None:
     app = OAuth2App("my client", "s+e:c%r e/tü", "https://app.example/callback")
     decoded = _basic(app.token_authorization)
-    # RFC 6749 section 2.3.1: each part form-urlencoded before Basic.
-    assert decoded == "my+client:s%2Be%3Ac%25r+e%2Ft%C3%BC"
+    # RFC 6749 section 2.3.1: each part encoded before Basic, every byte outside the
+    # unreserved set percent-encoded and the space as %20 (which form decoders read
+    # back as a space too, and plain percent-decoders as well).
+    assert decoded == "my%20client:s%2Be%3Ac%25r%20e%2Ft%C3%BC"
     user, _, password = decoded.partition(":")
-    assert user == "my+client"
-    assert password == "s%2Be%3Ac%25r+e%2Ft%C3%BC"
+    assert user == "my%20client"
+    assert password == "s%2Be%3Ac%25r%20e%2Ft%C3%BC"
     # The encoded form is pure ASCII: exactly one ':' separates the two parts.
     assert decoded.isascii()
     assert decoded.count(":") == 1

@@ -22,6 +22,7 @@ from cfauth_core import (
     CallbackReceived,
     CallRequested,
     CfauthError,
+    ClientCredentialsRejected,
     CodeExpired,
     Config,
     Fail,
@@ -602,8 +603,18 @@ def test_exchange_error_never_shows_the_client_secret() -> None:
     actions = m.handle(
         ResponseReceived(now=NOW + 1, request_id=send.request_id, status=401, headers=[], body=body)
     )
+    # The secret has a '+': the exchange is re-sent once with the raw credentials.
+    retry = one(actions, Send)
+    assert CLIENT_SECRET not in repr(actions)
+    actions = m.handle(
+        ResponseReceived(
+            now=NOW + 1, request_id=retry.request_id, status=401, headers=[], body=body
+        )
+    )
     error = one(actions, AuthorizationFailed).error
-    assert isinstance(error, OAuthError)
-    assert error.error == "invalid_client"
+    assert isinstance(error, ClientCredentialsRejected)
+    assert isinstance(error.cause, OAuthError)
+    assert error.cause.error == "invalid_client"
     assert CLIENT_SECRET not in str(error)
+    assert CLIENT_SECRET not in str(error.cause)
     assert "bad secret" in str(error)

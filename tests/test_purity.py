@@ -173,6 +173,7 @@ def test_import_pulls_in_no_third_party_module() -> None:
 #: Public-looking names in the submodules that are deliberately internal.
 INTERNAL = {
     "basic_authorization",
+    "is_oauth_path",
     "check_headers",
     "load_json",
     "next_state",

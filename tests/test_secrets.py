@@ -38,11 +38,13 @@ from cfauth_core import (
     Config,
     Event,
     Fail,
+    Forget,
     InsecureTransport,
     InvalidInput,
     InvalidTokenRecord,
     LeaseFailed,
     LocalProtocolError,
+    LogoutRequested,
     Machine,
     OAuth2App,
     RedirectKind,
@@ -203,6 +205,8 @@ def event_specimens() -> Iterator[Specimen]:
         CallbackReceived(now=T0, url=f"{APP.redirect_uri}?code={CODE}&state={LOGIN_STATE}"),
     )
     yield Specimen("CallCancelled", CallCancelled(now=T0, call_id=1))
+    yield Specimen("LogoutRequested", LogoutRequested(now=T0))
+    yield Specimen("Forget", Forget())
 
 
 def refresh_flow() -> Iterator[Specimen]:
@@ -292,6 +296,7 @@ def failing_refresh_flows() -> Iterator[Specimen]:
     for status, body in [
         (500, f"<html>upstream said {OAUTH_ECHO}</html>".encode()),
         (503, {"error": "temporarily_unavailable", "error_description": OAUTH_ECHO}),
+        (401, {"error": "invalid_client", "error_description": OAUTH_ECHO}),
         (200, {"access_token": f"{NEW_ACCESS} {OAUTH_ECHO}", "refresh_token": NEW_REFRESH}),
     ]:
         machine = Machine(ACCOUNT, APP, tokens())

@@ -36,6 +36,7 @@ from cfauth_core import (
     InvalidInput,
     LeaseFailed,
     LocalProtocolError,
+    LogoutRequested,
     Machine,
     OAuth2App,
     ResponseReceived,
@@ -66,6 +67,7 @@ EVENT_TYPES: list[type[Event]] = [
     AuthorizationRequested,
     CallbackReceived,
     CallCancelled,
+    LogoutRequested,
 ]
 SWEEP = settings(
     max_examples=40,
@@ -385,6 +387,8 @@ def event_strategy(kind: type[Event], built: Built) -> st.SearchStrategy[Any]:
             {"now": times, "url": st.one_of(st.sampled_from(urls), st.text(max_size=40))},
             optional={"redirected_at": times},
         )
+    if kind is LogoutRequested:
+        return st.fixed_dictionaries({"now": times})
     assert kind is CallCancelled
     return st.fixed_dictionaries({"now": times, "call_id": ids(built.call_ids)})
 
@@ -426,7 +430,8 @@ def test_event_in_state(name: str, kind: type[Event], data: st.DataObject) -> No
         return
     except StateMismatch:
         assert kind is CallbackReceived
-        assert state is State.AUTHORIZING
+        # Where a login may be pending.
+        assert state in (State.AUTHORIZING, State.READY, State.REAUTHORIZATION_REQUIRED)
         assert machine_snapshot(machine) == before, f"{event!r} raised but changed the machine"
         return
     assert allowed, f"{kind.__name__} is not allowed in {state} but was handled"
@@ -493,13 +498,20 @@ def test_events_not_allowed_always_raise(name: str) -> None:
         ),
         CallbackReceived: CallbackReceived(now=T0, url=f"?code=CODE-0003&state={LOGIN_STATE}"),
         CallCancelled: CallCancelled(now=T0, call_id=1),
+        LogoutRequested: LogoutRequested(now=T0),
     }
     assert set(samples) == set(EVENT_TYPES)
     refused = [kind for kind in EVENT_TYPES if kind not in EVENTS_ALLOWED[state]]
     if name == "apikey-ready":
         # A token pair has no login, no lease and no OAuth2 tokens: these are
         # refused even though READY lists them for OAuth2.
-        refused += [TokensLoaded, LeaseFailed, AuthorizationRequested, CallbackReceived]
+        refused += [
+            TokensLoaded,
+            LeaseFailed,
+            AuthorizationRequested,
+            CallbackReceived,
+            LogoutRequested,
+        ]
     for kind in refused:
         machine = build().machine
         before = machine_snapshot(machine)

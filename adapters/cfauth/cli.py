@@ -35,7 +35,7 @@ from cfauth_core import (
 
 from ._extras import MissingExtra
 from ._http import iso_times, shorten
-from .stores import MemoryStore
+from .stores import MemoryGrant
 from .sync import Client, Driver
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _demo(out: TextIO, sandbox: Sandbox) -> int:
         machine = TracingMachine(
             Account.parse("acme"), credential, tokens, config=Config(), trace=say
         )
-        return Driver(machine, transport, store=MemoryStore(tokens), clock=clock.now, sleep=sleep)
+        return Driver(machine, transport, store=MemoryGrant(tokens), clock=clock.now, sleep=sleep)
 
     def step(
         title: str, run: Callable[[], str], expect_error: type[Exception] | None = None

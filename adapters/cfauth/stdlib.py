@@ -120,7 +120,7 @@ from ._http import (
     shorten,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore
 from .sync import Client, build_client
 
 __all__ = ["HttpClientTransport", "client"]
@@ -1131,7 +1131,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,

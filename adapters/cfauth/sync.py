@@ -48,10 +48,11 @@ from cfauth_core import (
     Deliver,
     Event,
     Fail,
+    Forget,
     LeaseFailed,
     LocalProtocolError,
+    LogoutRequested,
     Machine,
-    OAuth2App,
     Params,
     RefreshAborted,
     RefreshDue,
@@ -76,7 +77,7 @@ from ._http import (
     iso_times,
     send_retryable,
 )
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore, open_grant
 
 __all__ = ["Client", "ClosingTransport", "Driver", "build_client"]
 
@@ -200,6 +201,15 @@ class Driver:
         if result is None:  # pragma: no cover - the machine always ends a login it started
             raise LocalProtocolError("the login did not finish")
 
+    def logout(self) -> None:
+        """Forget the grant: the machine drops its tokens and the store deletes its
+        record; calls then fail with ``ReauthorizationRequired`` until a new login.
+        Raises :exc:`~cfauth_core.LocalProtocolError` while a refresh or a login's
+        code exchange is in flight (log out once it has ended)."""
+        work: _Work = deque()
+        with self._lock:
+            self._handle(LogoutRequested(now=self._clock()), None, work)
+
     def tick(self) -> None:
         """Tell the machine the time: start a refresh that is due (so tokens
         stay fresh between calls) and run it to completion."""
@@ -276,10 +286,16 @@ class Driver:
                 log.info("the account moved from %s to %s", action.old_origin, action.new_origin)
                 if self._on_account_moved is not None:
                     self._on_account_moved(action.old_origin, action.new_origin)
+                if self._store is not None:  # persisted outside the lock, before what follows
+                    work.append(action)
             elif kind is Authorized or kind is AuthorizationFailed:
                 self._login = action  # type: ignore[assignment]
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
+            elif kind is Forget:
+                self._unsaved = None
+                if self._store is not None:
+                    self._store.delete()
             elif kind is RefreshAborted or kind is AuthorizationLost:
                 log.warning("%s", action.error)  # type: ignore[attr-defined]
         if wake:
@@ -367,10 +383,20 @@ class Driver:
                 self._store.release_lease()
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
             return TokensLoaded(now=self._clock(), tokens=tokens)
+        if isinstance(action, AccountMoved):
+            self._save_origin(action.new_origin)
+            return None
         assert isinstance(action, ReleaseLease)
         if self._store is not None:
             self._store.release_lease()
         return None
+
+    def _save_origin(self, origin: str) -> None:
+        assert self._store is not None
+        try:
+            self._store.save_origin(origin)
+        except Exception as error:  # the machine uses the new origin anyway
+            log.error("the store failed to save the new origin: %s", failure_reason(error))
 
     def _abandon(self, unfinished: list[Action], owner: int | None) -> None:
         """An interrupt stopped this thread: report what it will not do, so no
@@ -390,6 +416,8 @@ class Driver:
                     self._handle(LeaseFailed(now=now, reason="interrupted"), owner, pending)
                 elif isinstance(action, ReleaseLease) and self._store is not None:
                     self._store.release_lease()
+                elif isinstance(action, AccountMoved):
+                    self._save_origin(action.new_origin)
             if owner is not None:
                 self._handle(CallCancelled(now=self._clock(), call_id=owner), owner, pending)
                 self._outcomes.pop(owner, None)
@@ -480,18 +508,18 @@ def build_client(
     transport: ClosingTransport,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     on_behalf: str | None = None,
     forwarded_for: str | None = None,
     on_account_moved: Callable[[str, str], None] | None = None,
 ) -> Client:
     """A :class:`Client` that owns ``transport``: the machine for ``account``
-    and ``credential``, with OAuth2 tokens from ``tokens`` or else the store."""
-    if isinstance(account, str):
-        account = Account.parse(account)
-    if tokens is None and store is not None and isinstance(credential, OAuth2App):
-        tokens = store.load()
+    and ``credential``, with OAuth2 tokens from ``tokens`` or else the store.
+    A :class:`~cfauth.stores.GrantStore` is used through its grant for this
+    account and client (``GrantKey.for_account``); a stored origin (the account
+    migrated) is used from the first call."""
+    account, store, tokens = open_grant(account, credential, store, tokens)
     machine = Machine(account, credential, tokens, config=config)
     driver = Driver(machine, transport, store=store, on_account_moved=on_account_moved)
     return Client(driver, on_behalf=on_behalf, forwarded_for=forwarded_for, transport=transport)

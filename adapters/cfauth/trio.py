@@ -13,15 +13,17 @@ that module first.  What differs, and why:
   driver's lock buys.  Every place the sync driver writes ``with self._lock:``
   is, here, simply code without an ``await``.
 
-* **Store is executed inline, synchronously, in the event loop.**  No task can
-  send with new tokens before they are persisted, because no other task runs
-  until ``store.save`` returned.  The alternative (a ``trio.Lock`` around the
-  machine, held while the save runs in a worker thread) would turn every entry
-  into the machine into a checkpoint, i.e. a place where cancellation can strike
-  between performing an action and reporting its outcome; each would need a
-  shield.  The price of the inline save is that the event loop is blocked for
-  one save per refresh (a few milliseconds for a file or SQLite store, about once
-  every four hours).
+* **Store I/O runs in worker threads, and every Send waits for it.**  Saving
+  new tokens may take a database round trip, so ``store.save`` runs in
+  ``trio.to_thread.run_sync``, executed by the task whose event produced the
+  ``Store`` (in list order: before the ``ReleaseLease`` that follows it).  The
+  machine emits ``Store`` before any ``Send`` that uses the new tokens, and the
+  driver marks a save as pending while routing it, with no checkpoint in
+  between; every ``Send`` waits, just before it goes out, until no save is
+  pending.  So no request carries tokens that are not yet persisted, and the
+  event loop never blocks on the store.  The save itself is shielded from
+  cancellation (the thread cannot be stopped anyway), so a pending save always
+  ends and never strands the waiting Sends.
 
 * **The lease runs in worker threads.**  ``acquire_lease`` may block for as long
   as another process holds the lease, and ``load``/``release_lease`` may touch
@@ -109,7 +111,6 @@ from cfauth_core import (
     Account,
     AccountMoved,
     Action,
-    ApiKey,
     AuthorizationFailed,
     AuthorizationLost,
     AuthorizationRequested,
@@ -125,8 +126,10 @@ from cfauth_core import (
     Deliver,
     Event,
     Fail,
+    Forget,
     LeaseFailed,
     LocalProtocolError,
+    LogoutRequested,
     Machine,
     Params,
     RefreshAborted,
@@ -159,7 +162,7 @@ from ._http import (
     send_retryable,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore, open_grant
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
 
@@ -220,6 +223,9 @@ class Driver:
         self._login: Authorized | AuthorizationFailed | None = None
         self._authorize_url: str | None = None
         self._unsaved: TokenSet | None = None  # tokens the store failed to save
+        self._pending_saves = 0  # Store actions routed but not yet saved
+        self._saved = trio.Event()  # set when no save is pending
+        self._saved.set()
         self._closed = False
 
     # -- public API -----------------------------------------------------------
@@ -300,6 +306,15 @@ class Driver:
         if result is None:  # pragma: no cover - the machine always ends a login it started
             raise LocalProtocolError("the login did not finish")
 
+    def logout(self) -> None:
+        """Forget the grant: the machine drops its tokens and the store deletes its
+        record; calls then fail with ``ReauthorizationRequired`` until a new login.
+        Raises :exc:`~cfauth_core.LocalProtocolError` while a refresh or a login's
+        code exchange is in flight (log out once it has ended).  No I/O on the
+        network, so this is not a coroutine."""
+        work: _Work = deque()
+        self._handle(LogoutRequested(now=self._clock()), None, work)
+
     async def tick(self) -> None:
         """Tell the machine the time: start a refresh that is due (so tokens
         stay fresh between calls) and run it to completion."""
@@ -359,7 +374,15 @@ class Driver:
                 self._outcomes[call_id] = action  # type: ignore[assignment]
                 self._wake(call_id)
             elif kind is Store:
-                self._save(action)  # type: ignore[arg-type]
+                log.debug(
+                    "storing new tokens (expiring at %s)",
+                    iso_time(action.tokens.expires_at),  # type: ignore[attr-defined]
+                )
+                if self._store is not None:  # saved in a worker thread; Sends wait for it
+                    if self._pending_saves == 0:
+                        self._saved = trio.Event()
+                    self._pending_saves += 1
+                    work.append(action)
             elif kind is RefreshDue or kind is ReleaseLease:
                 log.debug("%s", iso_times(repr(action)))
                 work.append(action)
@@ -368,10 +391,16 @@ class Driver:
                 log.info("the account moved from %s to %s", action.old_origin, action.new_origin)
                 if self._on_account_moved is not None:
                     self._on_account_moved(action.old_origin, action.new_origin)
+                if self._store is not None:  # persisted in a worker thread, before what follows
+                    work.append(action)
             elif kind is Authorized or kind is AuthorizationFailed:
                 self._login = action  # type: ignore[assignment]
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
+            elif kind is Forget:
+                self._unsaved = None
+                if self._store is not None:
+                    self._store.delete()
             elif kind is RefreshAborted or kind is AuthorizationLost:
                 log.warning("%s", action.error)  # type: ignore[attr-defined]
 
@@ -380,29 +409,43 @@ class Driver:
         if wakeup is not None:
             wakeup.set()
 
-    def _save(self, action: Store) -> None:
-        # Inline, blocking the event loop: see "Store is executed inline" above.
-        log.debug("storing new tokens (expiring at %s)", iso_time(action.tokens.expires_at))
-        if self._store is not None:
-            try:
-                self._store.save(action.tokens)
-                self._unsaved = None
-            except Exception as error:
-                # The machine already uses the new tokens (the old refresh token
-                # is rotated away), so they are kept in memory and saved again
-                # before the next refresh reads the store; stopping here would
-                # leave the lease held and the waiting calls stranded.
-                self._unsaved = action.tokens
-                log.error(  # no traceback: it may quote the record
-                    "the new tokens could not be stored (%s); they are used from "
-                    "memory, log in again after a restart if the store stays broken",
-                    failure_reason(error),
-                )
+    async def _save(self, action: Store) -> None:
+        """Save new tokens in a worker thread, then let the waiting Sends go."""
+        assert self._store is not None
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._store.save, action.tokens)
+            self._unsaved = None
+        except Exception as error:
+            # The machine already uses the new tokens (the old refresh token
+            # is rotated away), so they are kept in memory and saved again
+            # before the next refresh reads the store; stopping here would
+            # leave the lease held and the waiting calls stranded.
+            self._unsaved = action.tokens
+            log.error(  # no traceback: it may quote the record
+                "the new tokens could not be stored (%s); they are used from "
+                "memory, log in again after a restart if the store stays broken",
+                failure_reason(error),
+            )
+        finally:
+            self._pending_saves -= 1
+            if self._pending_saves == 0:
+                self._saved.set()
 
     async def _execute(self, work: _Work, owner: int | None) -> None:
         """Execute ``work`` in order, feeding back the results."""
         while work:
             action = work.popleft()
+            if self._pending_saves and type(action) is Send:
+                # A Send waits for pending saves; one queued behind it in this
+                # very task would never run, so it goes first (saving earlier
+                # is always allowed).
+                for index, queued in enumerate(work):
+                    if type(queued) is Store:
+                        del work[index]
+                        work.appendleft(action)
+                        action = queued
+                        break
             try:
                 event = await self._perform(action)
             except BaseException:
@@ -414,6 +457,8 @@ class Driver:
     async def _perform(self, action: Action) -> Event | None:
         """Do one piece of I/O; return the event that reports it."""
         if isinstance(action, Send):
+            if self._pending_saves:  # persisted before used: see "Store I/O" above
+                await self._saved.wait()
             request = action.request
             log.debug("sending %s %s (%s)", request.method, request.url, action.purpose)
             try:
@@ -453,10 +498,23 @@ class Driver:
             except Exception as error:
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
             return TokensLoaded(now=self._clock(), tokens=tokens)
+        if isinstance(action, AccountMoved):
+            await self._save_origin(action.new_origin)
+            return None
+        if isinstance(action, Store):
+            await self._save(action)
+            return None
         assert isinstance(action, ReleaseLease)
         if self._store is not None:
             await trio.to_thread.run_sync(self._store.release_lease)
         return None
+
+    async def _save_origin(self, origin: str) -> None:
+        assert self._store is not None
+        try:
+            await trio.to_thread.run_sync(self._store.save_origin, origin)
+        except Exception as error:  # the machine uses the new origin anyway
+            log.error("the store failed to save the new origin: %s", failure_reason(error))
 
     async def _abandon(self, current: Action | None, work: _Work, owner: int | None) -> None:
         """This task was cancelled (or interrupted): report what it will not do,
@@ -477,6 +535,10 @@ class Driver:
                     self._handle(LeaseFailed(now=now, reason="cancelled"), owner, pending)
                 elif isinstance(action, ReleaseLease) and self._store is not None:
                     await trio.to_thread.run_sync(self._store.release_lease)
+                elif isinstance(action, AccountMoved):
+                    await self._save_origin(action.new_origin)
+                elif isinstance(action, Store):
+                    await self._save(action)
             if owner is not None:
                 self._handle(CallCancelled(now=self._clock(), call_id=owner), owner, pending)
                 self._outcomes.pop(owner, None)
@@ -555,7 +617,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,
@@ -576,10 +638,7 @@ def client(
     loaded from ``store`` (this blocks briefly: call it before the event loop
     is busy, or pass ``tokens``).  Use it as ``async with client(...) as c:``.
     """
-    if isinstance(account, str):
-        account = Account.parse(account)
-    if tokens is None and store is not None and not isinstance(credential, ApiKey):
-        tokens = store.load()
+    account, store, tokens = open_grant(account, credential, store, tokens)
     machine = Machine(account, credential, tokens, config=config)
     transport = H11Transport(
         ssl_context=ssl_context,

@@ -90,7 +90,7 @@ from .stdlib import (
     _send_counted,
     _Target,
 )
-from .stores import TokenStore
+from .stores import GrantStore, TokenStore
 from .sync import Client, build_client
 
 __all__ = ["Urllib3Transport", "client"]
@@ -425,7 +425,7 @@ def client(
     credential: Credential,
     *,
     tokens: TokenSet | None = None,
-    store: TokenStore | None = None,
+    store: TokenStore | GrantStore | None = None,
     config: Config | None = None,
     ssl_context: ssl.SSLContext | None = None,
     ca_file: str | None = None,

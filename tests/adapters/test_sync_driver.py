@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cfauth import ApiError, Response
-from cfauth.stores import MemoryStore
+from cfauth.stores import MemoryGrant
 from cfauth.sync import Client, Driver
 from cfauth_core import (
     Account,
@@ -46,7 +46,7 @@ class FakeCheckfront:
         self.log: list[Request] = []
         self.gate: threading.Event | None = None  # holds refresh responses back
         self.refresh_status = 200
-        self.store: MemoryStore | None = None
+        self.store: MemoryGrant | None = None
         self.stored_when_used: list[bool] = []
 
     def __call__(self, request: Request) -> Response:
@@ -119,7 +119,7 @@ def server() -> Iterator[FakeCheckfront]:
 
 
 def oauth_driver(
-    server: FakeCheckfront, tokens: TokenSet, clock: Clock, store: MemoryStore | None = None
+    server: FakeCheckfront, tokens: TokenSet, clock: Clock, store: MemoryGrant | None = None
 ) -> Driver:
     machine = Machine(Account.parse("acme"), APP, tokens)
     return Driver(machine, server, store=store, clock=clock, sleep=clock.sleep)
@@ -162,7 +162,7 @@ def test_rejected_pair_is_a_credentials_error() -> None:
 
 def test_32_threads_share_one_refresh(server: FakeCheckfront) -> None:
     clock = Clock()
-    store = MemoryStore(expired_tokens(clock.now))
+    store = MemoryGrant(expired_tokens(clock.now))
     server.store = store
     server.gate = threading.Event()
     driver = oauth_driver(server, expired_tokens(clock.now), clock, store)
@@ -203,7 +203,7 @@ def test_refresh_failure_fails_every_waiter_then_recovers(server: FakeCheckfront
     clock = Clock()
     server.refresh_status = 500
     server.gate = threading.Event()
-    driver = oauth_driver(server, expired_tokens(clock.now), clock, MemoryStore())
+    driver = oauth_driver(server, expired_tokens(clock.now), clock, MemoryGrant())
     errors: list[BaseException] = []
 
     def worker() -> None:
@@ -246,17 +246,18 @@ def test_lease_adopts_tokens_another_process_stored(server: FakeCheckfront) -> N
     clock = Clock()
     newer = TokenSet("access-7", "refresh-7", clock.now + 14000, clock.now + 86400 * 14, clock.now)
     server.valid_access = {"access-7"}
-    store = MemoryStore(newer)
+    store = MemoryGrant(newer)
     driver = oauth_driver(server, expired_tokens(clock.now), clock, store)
     assert driver.request("GET", "item").status == 200
     assert not [r for r in server.log if r.url.endswith("/oauth/token/")]
     assert dict(server.log[-1].headers)["Authorization"] == "Bearer access-7"
-    assert store._lease.acquire(blocking=False)  # the lease was released
+    store.acquire_lease(timeout=0)  # the lease was released
+    store.release_lease()
 
 
 def test_reactive_refresh_after_revocation(server: FakeCheckfront) -> None:
     clock = Clock()
-    driver = oauth_driver(server, fresh_tokens(clock.now), clock, MemoryStore())
+    driver = oauth_driver(server, fresh_tokens(clock.now), clock, MemoryGrant())
     server.valid_access = set()  # revoked
     assert driver.request("GET", "item").status == 200
     auths = [dict(r.headers)["Authorization"] for r in server.log if "/api/" in r.url]
@@ -309,7 +310,7 @@ def test_transport_failure_is_a_transport_error() -> None:
 
 def test_interrupted_refresh_releases_the_waiters(server: FakeCheckfront) -> None:
     clock = Clock()
-    store = MemoryStore()
+    store = MemoryGrant()
     calls = 0
 
     def interrupting(request: Request) -> Response:
@@ -328,8 +329,8 @@ def test_interrupted_refresh_releases_the_waiters(server: FakeCheckfront) -> Non
     with pytest.raises(KeyboardInterrupt):
         driver.request("GET", "item")
     assert driver.machine.calls_in_progress == 0
-    assert store._lease.acquire(blocking=False)  # released by the interrupted thread
-    store._lease.release()
+    store.acquire_lease(timeout=0)  # released by the interrupted thread
+    store.release_lease()
     assert driver.request("GET", "item").status == 200
 
 
@@ -348,7 +349,7 @@ def test_login_then_call(server: FakeCheckfront) -> None:
             return Response(200, [], json.dumps(body).encode())
         return server(request)
 
-    store = MemoryStore()
+    store = MemoryGrant()
     driver = Driver(Machine(Account.parse("acme"), APP), with_exchange, store=store, clock=clock)
     state, verifier = "s" * 22, "v" * 43
     url = driver.authorize(state, verifier)
@@ -369,18 +370,18 @@ def test_closed_driver_refuses_calls(server: FakeCheckfront) -> None:
         driver.request("GET", "item")
 
 
-class FlakyStore(MemoryStore):
+class FlakyStore(MemoryGrant):
     """A store whose next ``fail_saves`` saves raise."""
 
     def __init__(self, tokens: TokenSet | None = None) -> None:
         super().__init__(tokens)
         self.fail_saves = 0
 
-    def save(self, tokens: TokenSet) -> None:
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
         if self.fail_saves:
             self.fail_saves -= 1
             raise OSError("disk full")
-        super().save(tokens)
+        super().save(tokens, client_auth)
 
 
 def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store(
@@ -405,3 +406,28 @@ def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store(
         b"grant_type=refresh_token&refresh_token=refresh-0",
         b"grant_type=refresh_token&refresh_token=refresh-1",
     ]
+
+
+def test_logout_forgets_the_grant_and_deletes_the_stored_record(server: FakeCheckfront) -> None:
+    clock = Clock()
+    store = MemoryGrant(fresh_tokens(clock.now))
+    driver = oauth_driver(server, fresh_tokens(clock.now), clock, store)
+    assert driver.request("GET", "item").status == 200
+    driver.logout()
+    assert store.load() is None
+    assert driver.machine.tokens is None
+    with pytest.raises(ReauthorizationRequired):
+        driver.request("GET", "item")
+    # A new login can start at once; a second logout is harmless.
+    assert driver.authorize("s" * 22, "v" * 43).startswith("https://acme.checkfront.com/oauth/?")
+    driver.logout()
+
+
+def test_a_new_login_over_a_held_grant(server: FakeCheckfront) -> None:
+    clock = Clock()
+    driver = oauth_driver(server, fresh_tokens(clock.now), clock)
+    url = driver.authorize("s" * 22, "v" * 43)
+    assert "state=" + "s" * 22 in url
+    # Calls keep the old token while the user logs in.
+    assert driver.request("GET", "item").status == 200
+    assert dict(server.log[-1].headers)["Authorization"] == "Bearer access-0"

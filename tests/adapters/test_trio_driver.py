@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from cfauth import ApiError, Response
-from cfauth.stores import MemoryStore
+from cfauth.stores import MemoryGrant
 from cfauth.trio import Client, Driver
 from cfauth_core import (
     Account,
@@ -24,6 +24,7 @@ from cfauth_core import (
     LocalProtocolError,
     Machine,
     OAuth2App,
+    ReauthorizationRequired,
     RefreshFailed,
     Request,
     TokenSet,
@@ -61,20 +62,20 @@ def ok(request: Request) -> Response:
     return Response(200, [("Content-Type", "application/json")], body.encode())
 
 
-class RecordingStore(MemoryStore):
-    """A MemoryStore that records what happened to it, in order, in ``log``."""
+class RecordingStore(MemoryGrant):
+    """A MemoryGrant that records what happened to it, in order, in ``log``."""
 
     def __init__(self, tokens: TokenSet | None, log: list[str]) -> None:
         super().__init__(tokens)
         self.log = log
         self.lease_held = False
 
-    def save(self, tokens: TokenSet) -> None:
-        super().save(tokens)
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+        super().save(tokens, client_auth)
         self.log.append(f"save {tokens.access_token}")
 
-    def acquire_lease(self) -> None:
-        super().acquire_lease()
+    def acquire_lease(self, timeout: float | None = None) -> None:
+        super().acquire_lease(timeout)
         self.lease_held = True
         self.log.append("lease")
 
@@ -111,7 +112,7 @@ def run(main: Callable[[], Awaitable[None]], clock: trio.abc.Clock | None = None
 
 
 def oauth_driver(
-    handler: Handler, store: MemoryStore, tokens: TokenSet | None = None
+    handler: Handler, store: MemoryGrant, tokens: TokenSet | None = None
 ) -> tuple[Driver, FakeTransport]:
     transport = FakeTransport(handler)
     machine = Machine(ACCOUNT, APP, expired_tokens() if tokens is None else tokens)
@@ -484,16 +485,16 @@ def test_client_headers_checks_and_close() -> None:
 
 
 def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> None:
-    class FlakyStore(MemoryStore):
+    class FlakyStore(MemoryGrant):
         def __init__(self, tokens: TokenSet) -> None:
             super().__init__(tokens)
             self.fail_saves = 1
 
-        def save(self, tokens: TokenSet) -> None:
+        def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
             if self.fail_saves:
                 self.fail_saves -= 1
                 raise OSError("disk full")
-            super().save(tokens)
+            super().save(tokens, client_auth)
 
     now = [NOW]
     issued = [0]
@@ -522,5 +523,80 @@ def test_a_failed_save_is_retried_before_the_next_refresh_reads_the_store() -> N
             b"grant_type=refresh_token&refresh_token=RT-1",
         ]
         assert store.load() == machine.tokens
+
+    run(main)
+
+
+def test_the_save_runs_off_the_event_loop_and_every_send_waits_for_it() -> None:
+    import threading
+
+    class SlowStore(RecordingStore):
+        """A save that blocks its thread until the test lets it finish."""
+
+        def __init__(self) -> None:
+            super().__init__(expired_tokens(), [])
+            self.started = threading.Event()
+            self.finish = threading.Event()
+            self.threads: list[threading.Thread] = []
+
+        def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+            self.threads.append(threading.current_thread())
+            self.started.set()
+            assert self.finish.wait(10), "the event loop was blocked by the save"
+            super().save(tokens, client_auth)
+
+    async def main() -> None:
+        store = SlowStore()
+
+        async def handler(request: Request) -> Response:
+            if request.url == TOKEN_URL:
+                return token_response(1)
+            stored = store.load()
+            assert stored is not None
+            assert header(request, "Authorization") == f"Bearer {stored.access_token}"
+            return ok(request)
+
+        driver, transport = oauth_driver(handler, store)
+        results: list[Response] = []
+
+        async def one() -> None:
+            results.append(await driver.request("GET", "booking/index"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(one)
+            await trio.to_thread.run_sync(store.started.wait)
+            # The save is blocked in its thread, yet the loop runs: every task
+            # is parked, and nothing went out with the unsaved tokens.
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.api() == []
+            async with trio.open_nursery() as late:  # a new call waits as well
+                late.start_soon(one)
+                await trio.testing.wait_all_tasks_blocked()
+                assert transport.api() == []
+                store.finish.set()
+        assert len(results) == 21
+        assert all(r.json()["auth"] == "Bearer AT-1" for r in results)
+        assert len(transport.to(TOKEN_URL)) == 1
+        assert store.threads
+        assert threading.main_thread() not in store.threads
+
+    run(main)
+
+
+def test_logout_forgets_the_grant_and_deletes_the_stored_record() -> None:
+    async def main() -> None:
+        store = RecordingStore(fresh_tokens(), [])
+
+        async def handler(request: Request) -> Response:
+            return ok(request)
+
+        driver, _ = oauth_driver(handler, store, fresh_tokens())
+        assert (await driver.request("GET", "item")).status == 200
+        driver.logout()
+        assert store.load() is None
+        assert driver.machine.tokens is None
+        with pytest.raises(ReauthorizationRequired):
+            await driver.request("GET", "item")
 
     run(main)

@@ -19,7 +19,7 @@ from cfauth import Response
 from cfauth.cli import browse
 from cfauth.sandbox import Sandbox
 from cfauth.stdlib import HttpClientTransport
-from cfauth.stores import MemoryStore
+from cfauth.stores import MemoryGrant
 from cfauth.sync import Driver as SyncDriver
 from cfauth.trio import Driver as TrioDriver
 from cfauth.trio import H11Transport
@@ -30,16 +30,16 @@ KINDS = ("stdlib", "urllib3", "trio")
 T = TypeVar("T")
 
 
-class RecordingStore(MemoryStore):
-    """A MemoryStore that remembers every token set saved (to scan logs for them)."""
+class RecordingStore(MemoryGrant):
+    """A MemoryGrant that remembers every token set saved (to scan logs for them)."""
 
     def __init__(self, tokens: TokenSet | None = None) -> None:
         super().__init__(tokens)
         self.saved: list[TokenSet] = []
 
-    def save(self, tokens: TokenSet) -> None:
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
         self.saved.append(tokens)
-        super().save(tokens)
+        super().save(tokens, client_auth)
 
 
 class TrioThread:

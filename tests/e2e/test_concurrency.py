@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from cfauth.sandbox import Sandbox
-from cfauth.stores import MemoryStore
+from cfauth.stores import MemoryGrant
 from cfauth.sync import Driver as SyncDriver
 from cfauth.trio import Driver as TrioDriver
 from cfauth.trio import H11Transport
@@ -45,7 +45,7 @@ def test_32_threads_on_the_urllib3_driver_share_one_refresh(sandbox: Sandbox) ->
     transport = Urllib3Transport(
         ssl_context=sandbox.ssl_context(), resolve=sandbox.resolve, pool_maxsize=32
     )
-    store = MemoryStore(tokens)
+    store = MemoryGrant(tokens)
     driver = SyncDriver(
         Machine(Account.parse("acme"), app, tokens), transport, store=store, clock=sandbox.clock.now
     )
@@ -88,7 +88,7 @@ def test_200_trio_tasks_share_one_refresh(sandbox: Sandbox) -> None:
         driver = TrioDriver(
             Machine(Account.parse("acme"), app, tokens),
             transport,
-            store=MemoryStore(tokens),
+            store=MemoryGrant(tokens),
             clock=sandbox.clock.now,
         )
 
@@ -115,7 +115,7 @@ def test_refresh_answered_500_fails_every_waiter_then_recovers(sandbox: Sandbox)
     driver = SyncDriver(
         Machine(Account.parse("acme"), app, tokens),
         transport,
-        store=MemoryStore(tokens),
+        store=MemoryGrant(tokens),
         clock=sandbox.clock.now,
     )
     barrier = threading.Barrier(8)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from cfauth_core import InvalidInput
 
@@ -318,6 +318,11 @@ class SandboxApp:
         """Answer ``GET /oauth/`` with an immediate redirect (True) or a consent page."""
         self.deny_next: bool = False
         """Deny the next authorization decision (``error=access_denied``), then reset."""
+        self.client_credentials: str = "form"
+        """How ``/oauth/token/`` reads the Basic client id and secret, as real servers
+        differ: ``"form"`` form-decodes them (RFC 6749 2.3.1: ``+`` and ``%20`` are a
+        space), ``"percent"`` only percent-decodes them (``+`` stays ``+``), ``"raw"``
+        compares them as sent, without decoding."""
         self.access_token_lifetime: int = ACCESS_TOKEN_LIFETIME
         self.refresh_token_lifetime: int = REFRESH_TOKEN_LIFETIME
         self.code_lifetime: int = CODE_LIFETIME
@@ -663,7 +668,7 @@ class SandboxApp:
         kind: Credential = "basic-other"
         if any(hmac.compare_digest(user, a.api_key) for a in self._accounts.values()):
             kind = "basic-pair"
-        elif user in self._clients or unquote_plus(user) in self._clients:
+        elif user in self._clients or self._client_text(user) in self._clients:
             kind = "basic-client"
         return _Auth(kind, True, param_present, user=user, password=password)
 
@@ -863,10 +868,10 @@ class SandboxApp:
             )
         if auth.malformed:
             return _error(401, "invalid_client", "Malformed auth header.", basic_challenge)
-        client_id = unquote_plus(auth.user)
+        client_id = self._client_text(auth.user)
         client = account.clients.get(client_id)
         if client is None or not hmac.compare_digest(
-            unquote_plus(auth.password), client.client_secret
+            self._client_text(auth.password).encode(), client.client_secret.encode()
         ):
             return _error(
                 401, "invalid_client", "The client credentials are invalid", basic_challenge
@@ -884,6 +889,14 @@ class SandboxApp:
         if grant_type == "refresh_token":
             return self._refresh_grant(rq, client)
         return _error(400, "unsupported_grant_type", f'Grant type "{grant_type}" not supported')
+
+    def _client_text(self, text: str) -> str:
+        """A Basic client id or secret as this server reads it (``client_credentials``)."""
+        if self.client_credentials == "raw":
+            return text
+        if self.client_credentials == "percent":
+            return unquote(text)
+        return unquote_plus(text)
 
     def _exchange_code(self, rq: _Parsed, client: _Client) -> SandboxResponse:
         code = rq.f("code")
