@@ -298,3 +298,50 @@ def test_response_reads_like_common_clients() -> None:
     assert caught.value.status == 404
     odd = Response(200, [("Content-Type", "text/plain; charset=nonsense")], b"\xffok")
     assert odd.text.endswith("ok")
+
+
+def test_every_factory_takes_the_same_arguments() -> None:
+    import inspect
+
+    own = {
+        "stdlib": "max_idle_per_origin",
+        "urllib3": "pool_maxsize",
+        "trio": "max_connections_per_origin",
+    }
+    shapes = []
+    for kind, module in (
+        ("stdlib", cfauth.stdlib),
+        ("urllib3", cfauth.urllib3),
+        ("trio", cfauth.trio),
+    ):
+        params = inspect.signature(module.client).parameters
+        assert "on_account_moved" in params
+        assert "store" in params
+        assert "pool_size" in params
+        shapes.append([(p.name, p.kind, p.default) for p in params.values() if p.name != own[kind]])
+    assert shapes[0] == shapes[1] == shapes[2]
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "option"),
+    [
+        (cfauth.stdlib, "HttpClientTransport", "max_idle_per_origin"),
+        (cfauth.urllib3, "Urllib3Transport", "pool_maxsize"),
+        (cfauth.trio, "H11Transport", "max_connections_per_origin"),
+    ],
+)
+def test_pool_size_reaches_the_transport(
+    module: Any, name: str, option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = getattr(module, name)
+    seen: list[Any] = []
+
+    def spy(**kwargs: Any) -> Any:
+        seen.append(kwargs[option])
+        return real(**kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    module.client("acme", ApiKey("k" * 8, "s" * 8), pool_size=3)
+    module.client("acme", ApiKey("k" * 8, "s" * 8))
+    assert seen[0] == 3
+    assert seen[1] != 3

@@ -745,6 +745,7 @@ def client(
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
     resolve: Mapping[str, str] | None = None,
+    pool_size: int | None = None,
     max_idle_per_origin: int = 4,
     on_behalf: str | None = None,
     forwarded_for: str | None = None,
@@ -758,7 +759,9 @@ def client(
     tokens are loaded from ``store`` if one is given.  The transport options
     are :class:`HttpClientTransport`'s; ``on_behalf``, ``forwarded_for`` are
     :class:`~cfauth.sync.Client`'s, ``on_account_moved`` the
-    :class:`~cfauth.sync.Driver`'s.  Closing the client closes the transport.
+    :class:`~cfauth.sync.Driver`'s.  ``pool_size`` (every factory takes it)
+    sets the transport's own pool option, here ``max_idle_per_origin``.
+    Closing the client closes the transport.
     """
     return build_client(
         account,
@@ -769,7 +772,7 @@ def client(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             resolve=resolve,
-            max_idle_per_origin=max_idle_per_origin,
+            max_idle_per_origin=max_idle_per_origin if pool_size is None else pool_size,
         ),
         tokens=tokens,
         store=store,

@@ -678,6 +678,7 @@ def client(
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
     resolve: Mapping[str, str] | None = None,
+    pool_size: int | None = None,
     max_connections_per_origin: int = 10,
     on_behalf: str | None = None,
     forwarded_for: str | None = None,
@@ -699,7 +700,7 @@ def client(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         resolve=resolve,
-        max_connections_per_origin=max_connections_per_origin,
+        max_connections_per_origin=max_connections_per_origin if pool_size is None else pool_size,
     )
     driver = Driver(machine, transport, store=store, on_account_moved=on_account_moved)
     return Client(driver, on_behalf=on_behalf, forwarded_for=forwarded_for, transport=transport)
