@@ -247,6 +247,7 @@ def test_usage_and_network_exit_codes(box: Box, env: dict[str, str], tmp_path: P
     # No plain --client-secret argument exists.
     plain = cfauth(box, env, "login", "--client-secret", "x")
     assert plain.returncode == EXIT_USAGE
+    assert "unrecognized arguments: --client-secret" in plain.stderr
     no_secret = {k: v for k, v in env.items() if k != "CFAUTH_CLIENT_SECRET"}
     missing = cfauth(box, no_secret, "login")
     assert missing.returncode == EXIT_USAGE
@@ -301,6 +302,16 @@ def test_sandbox_restarts_at_once_on_the_same_port() -> None:
             stop_box(second)
 
 
+def test_verbose_logs_redact_the_secrets_given() -> None:
+    import logging
+
+    from cfauth.cli import _Redact
+
+    record = logging.LogRecord("cfauth", logging.DEBUG, "x", 1, "sent %s", ("s3cr3t-value",), None)
+    assert _Redact(["s3cr3t-value", "ab"]).filter(record)
+    assert record.getMessage() == "sent <hidden>"
+
+
 def test_control_path_needs_the_token(box: Box) -> None:
     from cfauth.sandbox.__main__ import control
 
@@ -310,3 +321,9 @@ def test_control_path_needs_the_token(box: Box) -> None:
     assert "no control action" in str(unknown["error_description"])
     missing = control(box.port, box.info["ca_file"], box.info["control_token"], "migrate", {})
     assert "account" in str(missing["error_description"])
+    bad = control(
+        box.port, box.info["ca_file"], box.info["control_token"], "advance", {"seconds": "x"}
+    )
+    assert bad["error"] == "invalid_request"
+    assert box.ctl("revoke-access", "acme")["ok"] is True
+    assert box.ctl("fail-next", "503", "-n", "2", "--retry-after", "1")["ok"] is True

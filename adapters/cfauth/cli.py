@@ -625,12 +625,15 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
+        allow_abbrev=False,  # --client-secret must not be taken for --client-secret-file
     )
     parser.add_argument("--version", action="version", version=f"cfauth {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help, parents=[common])
+        return commands.add_parser(
+            name, help=help, description=help, parents=[common], allow_abbrev=False
+        )
 
     def oauth_options(sub: argparse.ArgumentParser, secret: bool = True) -> None:
         sub.add_argument("--account", help="account name (acme) or origin; or $CFAUTH_ACCOUNT")

@@ -20,6 +20,7 @@ import http.server
 import logging
 import secrets
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -118,6 +119,10 @@ class _Server(http.server.HTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.receiver = receiver
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup: skip it.
+        socketserver.TCPServer.server_bind(self)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
