@@ -327,3 +327,33 @@ def test_control_path_needs_the_token(box: Box) -> None:
     assert bad["error"] == "invalid_request"
     assert box.ctl("revoke-access", "acme")["ok"] is True
     assert box.ctl("fail-next", "503", "-n", "2", "--retry-after", "1")["ok"] is True
+
+
+def test_exit_codes_by_error_family() -> None:
+    from cfauth.cli import EXIT_FAILED, _exit_code
+    from cfauth.login import LoginTimedOut
+    from cfauth.stores import StoreError
+    from cfauth_core import (
+        InvalidInput,
+        OAuthError,
+        RateLimited,
+        ReauthorizationRequired,
+        RefreshFailed,
+        RemoteProtocolError,
+        TransportError,
+    )
+
+    network = TransportError("connection refused")
+    cases = [
+        (ReauthorizationRequired("log in"), EXIT_LOGIN),
+        (LoginTimedOut("late"), EXIT_LOGIN),
+        (network, EXIT_NETWORK),
+        (RefreshFailed("down", cause=network), EXIT_NETWORK),
+        (RefreshFailed("proxy", cause=RemoteProtocolError("html")), EXIT_REMOTE),
+        (RateLimited("slow down", retry_after=5.0, status=429), EXIT_REMOTE),
+        (OAuthError("invalid_request", "bad", status=400), EXIT_REMOTE),
+        (InvalidInput("bad value"), EXIT_USAGE),
+        (StoreError("broken", store="x"), EXIT_FAILED),
+    ]
+    for error, code in cases:
+        assert _exit_code(error) == code, error

@@ -252,6 +252,7 @@ def _exit_code(error: BaseException) -> int:
         LocalProtocolError,
         OAuthError,
         ReauthorizationRequired,
+        RefreshFailed,
         RemoteProtocolError,
         TransportError,
     )
@@ -261,8 +262,12 @@ def _exit_code(error: BaseException) -> int:
 
     if isinstance(error, (ReauthorizationRequired, LoginError)):
         return EXIT_LOGIN
-    if isinstance(error, TransportError):
+    if isinstance(error, TransportError) or (
+        isinstance(error, RefreshFailed) and isinstance(error.cause, TransportError)
+    ):
         return EXIT_NETWORK
+    if isinstance(error, RefreshFailed):
+        return EXIT_REMOTE
     if isinstance(error, (UsageProblem, InvalidInput, LocalProtocolError)):
         return EXIT_USAGE
     if isinstance(error, (ApiError, OAuthError, RemoteProtocolError, CredentialsRejected)):
