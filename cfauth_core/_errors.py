@@ -121,7 +121,10 @@ class TransportError(CfauthError):
 
     Usually worth trying again later (``retryable``); not when the transport
     said that only a change can help (a server certificate that is not
-    trusted), which the message then names.
+    trusted), which the message then names, nor when a call that is not
+    idempotent (a ``POST`` without an ``Idempotency-Key``) may have been
+    processed: the message then says to check whether it took effect before
+    sending it again.
     """
 
     retryable = True

@@ -180,15 +180,22 @@ class SendFailed(Event):
     """The request of ``Send(request_id=...)`` failed in transport (connect,
     TLS, timeout, reset, cancelled).  ``reason`` is a short description for
     messages; it must not contain secrets (cfauth scrubs the ones it knows).
+
     ``retryable=False`` says that sending again cannot help until something
     changes (a server certificate that is not trusted): the error the call
-    fails with is then not retryable, and ``reason`` must say what to change."""
+    fails with is then not retryable, and ``reason`` must say what to change.
 
-    __slots__ = ("now", "request_id", "reason", "retryable")
+    ``unsent`` is ``True`` only when the transport knows that nothing of the
+    request was written (so the server cannot have processed it); the default
+    ``False`` means it may have been, and a call that is not idempotent then
+    fails with a message saying to check before sending it again."""
+
+    __slots__ = ("now", "request_id", "reason", "retryable", "unsent")
     now: float
     request_id: int
     reason: str
     retryable: bool
+    unsent: bool
 
     def __new__(
         cls,
@@ -197,6 +204,7 @@ class SendFailed(Event):
         request_id: int,
         reason: str = "the transport failed",
         retryable: bool = True,
+        unsent: bool = False,
     ) -> SendFailed:
         self: SendFailed = _new(cls._fast)
         _check_now(now)
@@ -205,10 +213,13 @@ class SendFailed(Event):
             raise InvalidInput("reason: pass a short description as a string")
         if not isinstance(retryable, bool):
             raise InvalidInput("retryable: pass True or False")
+        if type(unsent) is not bool:
+            raise InvalidInput("unsent: pass True or False")
         self.now = now
         self.request_id = request_id
         self.reason = reason
         self.retryable = retryable
+        self.unsent = unsent
         self.__class__ = cls
         return self
 

@@ -215,6 +215,17 @@ class Config(Record):
         return self
 
 
+#: Methods whose request may be sent again without changing the outcome (RFC 9110 9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _replayable(method: str, headers: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a request may be sent again after a failure that may have left it
+    processed: an idempotent method, or one the caller marked with an
+    ``Idempotency-Key`` header."""
+    return method in _IDEMPOTENT or any(n.lower() == "idempotency-key" for n, _ in headers)
+
+
 def _is_header_value(value: str) -> bool:
     return value.isprintable() and value.isascii()
 
@@ -1049,8 +1060,16 @@ class Machine:
             self._token_request_failed(pending, error, event.now, actions)
         else:
             text = f"{pending.method} {pending.sent_to} could not be completed: {reason}"
-            if retryable:
+            if retryable and (event.unsent or _replayable(pending.method, pending.headers)):
                 text += "; the call may be retried"
+            elif retryable:
+                # a POST the server may have processed: sending it again could
+                # book twice, so it is not retryable either
+                retryable = False
+                text += (
+                    "; the server may have processed it: check whether it took effect "
+                    "before sending it again"
+                )
             self._fail(pending, TransportError(text, retryable=retryable), actions)
         return actions
 

@@ -13,7 +13,14 @@ import logging
 from cfauth_core import __version__
 
 from ._extras import MissingExtra
-from ._http import ApiError, Response, Transport, TransportFailure, check_api_response
+from ._http import (
+    ApiError,
+    OutcomeUnknown,
+    Response,
+    Transport,
+    TransportFailure,
+    check_api_response,
+)
 
 # A library logs, the application decides where records go: without this, a
 # warning would reach the stderr of a program that configured no logging.
@@ -22,6 +29,7 @@ logging.getLogger("cfauth").addHandler(logging.NullHandler())
 __all__ = [
     "ApiError",
     "MissingExtra",
+    "OutcomeUnknown",
     "Response",
     "Transport",
     "TransportFailure",

@@ -9,21 +9,41 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cfauth_core import CfauthError, Request
+from cfauth_core import CfauthError, InvalidInput, Request
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_SIZE",
+    "DEFAULT_TOTAL_TIMEOUT",
+    "TOKEN_RESPONSE_CAP",
     "ApiError",
+    "OutcomeUnknown",
     "Response",
     "Transport",
     "TransportFailure",
     "call_headers",
     "check_api_response",
+    "check_limits",
     "failure_reason",
     "iso_time",
     "iso_times",
+    "replayable",
+    "request_failure",
+    "response_cap",
     "send_retryable",
     "shorten",
 ]
+
+#: The largest response body a transport accepts by default (Checkfront's
+#: answers are far smaller); ``max_response_size`` changes it.
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 1024 * 1024
+#: The token endpoint's answers are refused beyond this many bytes (the core's
+#: limit), before they are buffered.
+TOKEN_RESPONSE_CAP = 64 * 1024
+#: The default ``total_timeout``: the longest a request may take once connected.
+DEFAULT_TOTAL_TIMEOUT = 60.0
+#: Methods whose request may be sent again without changing the outcome
+#: (RFC 9110 9.2.2); any other request only with an ``Idempotency-Key`` header.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class TransportFailure(Exception):
@@ -31,7 +51,81 @@ class TransportFailure(Exception):
 
     Transports raise this (or let ``OSError`` through); the drivers report it
     to the machine as ``SendFailed``.  The message must not contain secrets.
+    ``unsent`` is ``True`` when nothing of the request was written, so the
+    server cannot have processed it.
     """
+
+    def __init__(self, message: str, *, unsent: bool = False) -> None:
+        super().__init__(message)
+        self.unsent = unsent
+
+
+class OutcomeUnknown(TransportFailure):
+    """A request that is not safe to repeat (a ``POST`` or ``PATCH`` without an
+    ``Idempotency-Key`` header) failed after some or all of it was written:
+    the server may have processed it.  ``fully_written`` says whether the
+    whole request went out.  It is never sent again automatically: check
+    whether it took effect before sending it again.
+    """
+
+    def __init__(self, message: str, *, fully_written: bool) -> None:
+        written = "fully" if fully_written else "partly"
+        super().__init__(
+            f"{message}; the request was {written} written, so the server may have "
+            "processed it: check whether it took effect before sending it again"
+        )
+        self.fully_written = fully_written
+
+
+def replayable(request: Request) -> bool:
+    """Whether ``request`` may be sent again after a failure that may have let
+    the server process it: an idempotent method, or an ``Idempotency-Key``."""
+    return request.method in _IDEMPOTENT or any(
+        name.lower() == "idempotency-key" for name, _ in request.headers
+    )
+
+
+def request_failure(
+    message: str, request: Request, *, written: int, complete: bool
+) -> TransportFailure:
+    """The failure to raise after ``written`` bytes of ``request`` went out
+    (``complete``: all of them): unsent, plain, or :class:`OutcomeUnknown`."""
+    if written == 0:
+        return TransportFailure(message, unsent=True)
+    if replayable(request):
+        return TransportFailure(message)
+    return OutcomeUnknown(message, fully_written=complete)
+
+
+def check_limits(total_timeout: object, max_response_size: object) -> None:
+    """Refuse a ``total_timeout`` that is not a positive number of seconds (or
+    ``None``) and a ``max_response_size`` that is not a positive whole number."""
+    if total_timeout is not None and (
+        isinstance(total_timeout, bool)
+        or not isinstance(total_timeout, (int, float))
+        or not 0 < total_timeout < float("inf")
+    ):
+        raise InvalidInput(
+            f"total_timeout={total_timeout!r} is not a positive number of seconds; pass e.g. "
+            "total_timeout=60, or None for no limit"
+        )
+    if (
+        isinstance(max_response_size, bool)
+        or not isinstance(max_response_size, int)
+        or max_response_size < 1
+    ):
+        raise InvalidInput(
+            f"max_response_size={max_response_size!r}: pass a positive whole number of bytes, "
+            "e.g. 64 * 1024 * 1024"
+        )
+
+
+def response_cap(path: str, max_response_size: int) -> int:
+    """The largest body accepted for a request to ``path``: the token
+    endpoint's answers are held to :data:`TOKEN_RESPONSE_CAP`."""
+    if path.startswith("/oauth/token/"):
+        return min(max_response_size, TOKEN_RESPONSE_CAP)
+    return max_response_size
 
 
 class Response:

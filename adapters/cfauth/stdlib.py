@@ -39,28 +39,51 @@ header.
 
 *Timeouts.*  ``connect_timeout`` bounds the TCP connect and the TLS handshake;
 ``read_timeout`` then bounds every send and receive on the socket (it is the
-longest silence allowed, not a deadline for the whole response).
+longest silence allowed, not a deadline for the whole response);
+``total_timeout`` (default 60 s, ``None`` for none) bounds the whole exchange
+once connected, from the first byte sent to the last received, so a server
+dripping a byte at a time cannot hold a request for ever.  A failure names
+the phase and the timeout that ran out.
+
+*What counts as a response.*  The status line and every header line up to
+the blank line, then the whole body: as many bytes as ``Content-Length``
+says, every chunk and the end of a chunked body, or (with neither) everything
+up to a TLS ``close_notify``.  End-of-file anywhere before that, a malformed
+status or header line (never quoted in the message), a ``Content-Length``
+that is not one number, or a transfer coding other than chunked fail the
+request: a partial answer is never delivered.  Interim responses (``100
+Continue``, ``103 Early Hints``, any ``1xx``) are read and skipped.  A body
+larger than ``max_response_size`` (default 64 MiB) fails the request before
+it is buffered; the token endpoint's answers (``/oauth/token/``) are held to
+64 KiB.
 
 *Keep-alive.*  Idle connections are pooled per origin (scheme, host, port),
 at most ``max_idle_per_origin`` of them, under one lock.  A request takes an
 idle connection (or opens a new one), owns it alone until the whole response
-body has been read, and then gives it back, unless the server said
-``Connection: close`` or the exchange failed; a connection is never used by
-two threads at once.  Before an idle connection is reused it is polled: if it
-is readable, the server closed it (or sent something unasked) and it is
-dropped.
+body has been read, and then gives it back only when nothing else arrived
+after the response: no byte in the reader's buffer, in the TLS layer
+(``SSLSocket.pending()``) or in the socket, and the server did not say
+``Connection: close``.  Bytes nobody asked for (a second response, a body
+longer than declared, a ``408`` before closing) would be read as the next
+request's answer, so such a connection is closed.  A connection is never
+used by two threads at once.  Before an idle connection is reused it is
+polled: if it is readable, the server closed it (or sent something unasked)
+and it is dropped.
 
 *The one retry.*  The transport never retries, with one exception.  A server
 may close an idle keep-alive connection at the very moment a request is
 written to it; the request then fails before a single byte of response
 arrives (a reset, a broken pipe, or end-of-file where the status line should
-be).  That failure is not the request's fault, so it is sent once more on a
-new connection.  This happens only on a *reused* connection and only when no
-response byte was received; a failure on a new connection, a timeout, or any
-failure after the response began is reported as it is.  (Like every HTTP
-client that reuses connections, this can in principle deliver a request
-twice if the server processed it and then dropped the connection without
-answering.)
+be).  Such a request is sent once more on a new connection, but only if the
+server cannot have acted on it twice: when nothing of it was written, or its
+method is idempotent (``GET``, ``HEAD``, ``OPTIONS``, ``PUT``, ``DELETE``), or
+it carries an ``Idempotency-Key`` header (Go's ``net/http`` rule).  This
+happens only on a *reused* connection and only when no response byte was
+received; a failure on a new connection, a timeout, or any failure after the
+response began is reported as it is.  A ``POST`` (or ``PATCH``) without an
+``Idempotency-Key`` that failed after some of it was written raises
+:class:`~cfauth.OutcomeUnknown`, which says whether it was fully written: the
+server may have processed it, so check before sending it again.
 
 *Failures* raise :class:`~cfauth.TransportFailure` naming the phase, the host
 (and the address it was resolved to) and the error type; never a header, a
@@ -69,7 +92,6 @@ URL query or a body.
 
 from __future__ import annotations
 
-import email.parser
 import http.client
 import io
 import re
@@ -78,14 +100,25 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure, shorten
+from ._http import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_TOTAL_TIMEOUT,
+    Response,
+    TransportFailure,
+    check_limits,
+    replayable,
+    request_failure,
+    response_cap,
+    shorten,
+)
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stores import GrantStore, TokenStore
 from .sync import Client, build_client
@@ -326,7 +359,14 @@ def _describe(error: BaseException) -> str:
     """The error's type and, for errors whose text comes from the OS or TLS
     library (not from headers or bodies), its message."""
     name = type(error).__name__
-    if isinstance(error, (OSError, http.client.RemoteDisconnected, http.client.IncompleteRead)):
+    known = (
+        OSError,
+        http.client.RemoteDisconnected,
+        http.client.IncompleteRead,
+        MalformedResponse,  # these two never quote the response
+        ResponseTooLarge,
+    )
+    if isinstance(error, known):
         text = str(error).strip()
         if text:
             return shorten(f"{name}: {text}", 300)
@@ -343,19 +383,24 @@ def _scrub(message: str, request: Request) -> str:
     return message
 
 
-def _detail(error: BaseException, timeout: float | None) -> str:
+def _detail(error: BaseException, timeout: float | None, name: str = "") -> str:
     """How a failure is shown: "timed out after N s" for a timeout when
     ``timeout`` is known, else :func:`_describe`."""
     if timeout is not None and isinstance(error, TimeoutError):
-        return f"{type(error).__name__}: timed out after {timeout:g} s"
+        return f"{type(error).__name__}: timed out after {timeout:g} s" + (
+            f" ({name})" if name else ""
+        )
     return _describe(error)
 
 
+def _message(phase: str, target: _Target, detail: str, request: Request) -> str:
+    """A failure's message: the method, the phase, the host and the detail."""
+    return _scrub(f"{request.method} {phase} {target.describe()} failed: {detail}", request)
+
+
 def _failure(phase: str, target: _Target, detail: str, request: Request) -> TransportFailure:
-    """The failure to raise: the method, the phase, the host and the detail."""
-    return TransportFailure(
-        _scrub(f"{request.method} {phase} {target.describe()} failed: {detail}", request)
-    )
+    """The failure to raise when nothing of the request was written."""
+    return TransportFailure(_message(phase, target, detail, request), unsent=True)
 
 
 class _NothingReceived(Exception):
@@ -372,54 +417,259 @@ class _NothingReceived(Exception):
 #: http.client's limits on a header line and on the number of header lines.
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
-#: A header line the fast parse takes: a token, a colon and a value with none
-#: of the characters that end a line for the email parser, then CRLF or LF.
-#: Anything else goes through the email parser, as in http.client.
-_SIMPLE_HEADER = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x0b\x0c\x1c-\x1e\x85]*\r?\n")
+#: How many interim (1xx) responses may come before the final one.
+_MAX_INTERIM = 32
+#: A header field line (RFC 9112 5): a token, a colon and a value of visible
+#: characters, spaces and tabs (no NUL, CR or other controls), then CRLF or LF.
+_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)\r?\n")
+#: A status line: the version, a three-digit code (100 to 999), the reason.
+_STATUS_LINE = re.compile(rb"(HTTP/[!-~]*) ([1-9][0-9][0-9])(?: ([^\r\n]*))?\r?\n")
+#: The same, without groups (faster to test).
+_PLAIN_FIELD_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r?\n")
+#: Pieces in which a body of unknown length is read (so the size cap holds).
+_PIECE = 65536
+
+
+class MalformedResponse(http.client.HTTPException):
+    """The response broke HTTP/1.1 framing.  The message never quotes it."""
+
+
+class ResponseTooLarge(http.client.HTTPException):
+    """The response body is larger than the transport accepts."""
+
+
+class TotalTimeout(TimeoutError):
+    """The request's ``total_timeout`` ran out."""
+
+
+def _has_input(sock: socket.socket, poller: select.poll | None) -> bool:
+    """Whether a read on ``sock`` would not wait: bytes (or end-of-file) in the
+    socket, or bytes already decrypted inside the TLS layer.  ``poller``, if
+    given, is a poll object with ``sock`` registered for reading."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    if poller is not None:
+        try:
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+    return not _idle(sock)
+
+
+def _idle(sock: socket.socket) -> bool:
+    """Whether ``sock`` has nothing to read (no byte, no end-of-file) right now."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
+        readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
+        return not readable  # pragma: no cover - Windows
+    except (OSError, ValueError):
+        return False
+
+
+class _SocketReader(io.RawIOBase):
+    """The socket under a response's buffered reader.
+
+    Every read is bounded by the socket's timeout (``read_timeout``) and by
+    the request's ``deadline`` (``total_timeout``, on ``time.monotonic``):
+    when the deadline is nearer than the read timeout, the socket's timeout
+    is shortened to it and :attr:`shortened` says so.  With :attr:`probing`
+    set, a read that would wait returns ``None`` (and sets :attr:`nothing`)
+    instead: how the response finds out, without waiting, whether anything
+    follows it.
+    """
+
+    def __init__(
+        self, sock: socket.socket, deadline: float | None, poller: select.poll | None = None
+    ) -> None:
+        super().__init__()
+        self.sock = sock
+        self.poller = poller
+        # As socket.makefile() does: the socket stays open (however
+        # http.client's connection closes it) until the response is closed.
+        sock._io_refs += 1  # type: ignore[attr-defined]
+        self.deadline = deadline
+        self.timeout = timeout = sock.gettimeout()
+        self.read_timeout = float("inf") if timeout is None else timeout
+        self.probing = False
+        self.nothing = False  # a probe found nothing to read
+        self.shortened = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        sock = self.sock
+        if self.probing:
+            if not _has_input(sock, self.poller):
+                self.nothing = True
+                return None  # nothing to read now (the buffered reader's "would block")
+            # Something is there, but maybe only part of a TLS record (or a
+            # session ticket): look without waiting for the rest.
+            sock.settimeout(0.0)
+            try:
+                return sock.recv_into(buffer)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                self.nothing = True
+                return None
+            finally:
+                sock.settimeout(self.timeout)
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left < self.read_timeout:
+                if left <= 0:
+                    raise TotalTimeout
+                sock.settimeout(left)
+                self.shortened = True
+        try:
+            return sock.recv_into(buffer)
+        except TimeoutError:
+            if self.shortened:
+                raise TotalTimeout from None
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            self.sock._decref_socketios()  # type: ignore[attr-defined]
+        super().close()
+
+    def restore(self) -> None:
+        """Give the socket its read timeout back (for the next request)."""
+        if self.shortened:
+            self.shortened = False
+            with suppress(OSError):
+                self.sock.settimeout(self.timeout)
+
+
+class _FileSource:
+    """What ``http.client.HTTPResponse.__init__`` takes a file from."""
+
+    __slots__ = ("fp",)
+
+    def __init__(self, fp: io.BufferedReader) -> None:
+        self.fp = fp
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return self.fp
 
 
 def _read_header_lines(fp: io.BufferedIOBase) -> list[bytes]:
-    """The header lines up to and including the blank one (http.client's limits)."""
+    """The header lines up to and including the blank one (http.client's
+    limits).  End-of-file before the blank line is a failure, never the end
+    of the headers."""
     lines = []
     while True:
         line = fp.readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
             raise http.client.LineTooLong("header line")
+        if not line.endswith(b"\n"):
+            raise MalformedResponse("the connection ended inside the response headers")
         lines.append(line)
         if len(lines) > _MAX_HEADERS:
             raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
-        if line in (b"\r\n", b"\n", b""):
+        if line in (b"\r\n", b"\n"):
             return lines
 
 
 def _parse_headers(fp: io.BufferedIOBase) -> http.client.HTTPMessage:
-    """What :func:`http.client.parse_headers` returns, without the email
-    parser's cost when every line is a plain ``Name: value``: the same
-    message, holding the same (name, value) pairs."""
+    """:func:`_parse_fields`' message alone."""
+    return _parse_fields(fp)[0]
+
+
+def _parse_fields(
+    fp: io.BufferedIOBase,
+) -> tuple[http.client.HTTPMessage, list[str], list[str]]:
+    """The header block as http.client's message (the same (name, value)
+    pairs :func:`http.client.parse_headers` gives for well-formed lines).
+
+    Each line must be a header field (RFC 9112 5) or continue the one before
+    (obsolete line folding, joined with a space); anything else fails the
+    response, as h11 does, without quoting the line.  Also the values of
+    ``Content-Length`` and ``Transfer-Encoding``, picked up on the way.
+    """
     lines = _read_header_lines(fp)
-    fields = lines[:-1]
-    match = _SIMPLE_HEADER.fullmatch
-    if not all(match(line) for line in fields):
-        text = b"".join(lines).decode("iso-8859-1")
-        return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)
+    del lines[-1]
+    fields: list[tuple[str, str]] = []
+    plain = _PLAIN_FIELD_LINE.fullmatch
+    for line in lines:
+        if plain(line) is None:
+            fields = _fold(lines)  # folded lines, or a malformed one
+            break
+        name, _, value = line.decode("iso-8859-1").partition(":")
+        fields.append((name, value.strip(" \t\r\n")))
     message = http.client.HTTPMessage()
-    for line in fields:
-        name, value = line.decode("iso-8859-1").split(":", 1)
-        # as the email parser's compat32 policy stores it (header_source_parse)
-        message.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
-    return message
+    add = message.set_raw
+    lengths: list[str] = []
+    codings: list[str] = []
+    for name, value in fields:
+        add(name, value)
+        if len(name) in (14, 17):  # len("content-length"), len("transfer-encoding")
+            lower = name.lower()
+            if lower == "content-length":
+                lengths.append(value)
+            elif lower == "transfer-encoding":
+                codings.append(value)
+    return message, lengths, codings
+
+
+def _fold(lines: list[bytes]) -> list[tuple[str, str]]:
+    """The fields of header lines some of which continue the one before
+    (obsolete line folding); a line that is neither fails the response."""
+    fields: list[tuple[str, str]] = []
+    match = _FIELD_LINE.fullmatch
+    for line in lines:
+        found = match(line)
+        if found is not None:
+            name, value = found.groups()
+            fields.append((name.decode("ascii"), value.decode("iso-8859-1").strip(" \t")))
+        elif fields and line[:1] in (b" ", b"\t") and match(b"x:" + line):
+            folded = line.decode("iso-8859-1").strip(" \t\r\n")
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {folded}".strip(" "))
+        else:
+            raise MalformedResponse("a response header line is malformed (not shown)")
+    return fields
 
 
 class _FirstByteResponse(http.client.HTTPResponse):
-    """An ``HTTPResponse`` that tells "closed before the first byte" apart.
+    """An ``HTTPResponse`` that tells "closed before the first byte" apart,
+    reads strictly, and says whether its connection may be reused.
 
     ``begin`` first waits for one byte: if the connection was closed or reset
     before it, nothing of the response has arrived and :class:`_NothingReceived`
-    says so; anything after that is reported as it is.  The rest of ``begin``
-    is http.client's, with :func:`_parse_headers` for the header lines.
+    says so; anything after that is reported as it is.  Interim (1xx)
+    responses are skipped; end-of-file inside the status line or the headers,
+    a malformed header line or ``Content-Length`` fail the response; a body
+    larger than ``max_body`` fails it before it is buffered.  When the body has
+    been read completely, anything already there after it (in the reader's
+    buffer, the TLS layer or the socket) means the server sent more than was
+    asked: :attr:`will_close` is then set, and ``owner`` (the connection) is
+    closed, so the bytes can never be read as the next request's answer.
     """
 
     _method: str | None
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float | None = None,
+        max_body: int = DEFAULT_MAX_RESPONSE_SIZE,
+        owner: http.client.HTTPConnection | None = None,
+        poller: select.poll | None = None,
+    ) -> None:
+        self._reader = _SocketReader(sock, deadline, poller)
+        fp = io.BufferedReader(self._reader)
+        super().__init__(_FileSource(fp), debuglevel, method, url)  # type: ignore[arg-type]
+        self._max_body = max_body
+        self._owner = owner
+        self._body_size = 0
+        self.surplus = False
 
     def begin(self) -> None:
         if self.headers is not None:
@@ -432,11 +682,13 @@ class _FirstByteResponse(http.client.HTTPResponse):
             raise _NothingReceived(
                 http.client.RemoteDisconnected("Remote end closed connection without response")
             )
-        while True:  # read until a non-100 response
+        for _ in range(_MAX_INTERIM + 1):  # interim (1xx) responses are skipped
             version, status, reason = self._read_status()
-            if status != http.client.CONTINUE:
+            if not 100 <= status < 200:
                 break
-            _read_header_lines(self.fp)  # the 100 response's headers
+            _read_header_lines(self.fp)
+        else:
+            raise MalformedResponse(f"more than {_MAX_INTERIM} interim (1xx) responses")
         self.code = self.status = status
         self.reason = reason.strip()
         if version in ("HTTP/1.0", "HTTP/0.9"):
@@ -445,42 +697,102 @@ class _FirstByteResponse(http.client.HTTPResponse):
             self.version = 11
         else:
             raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = _parse_headers(self.fp)
-        encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(encoding and encoding.lower() == "chunked")
-        if self.chunked:
+        self.headers, lengths, encodings = _parse_fields(self.fp)
+        self.msg = self.headers
+        self.chunked = False
+        if encodings:
+            if ",".join(encodings).replace(" ", "").lower() != "chunked":
+                raise MalformedResponse("the response uses a transfer coding other than chunked")
+            self.chunked = True
             self.chunk_left = None
-        self.will_close = self._check_close()
+        self.will_close = self._check_close() or bool(encodings and lengths)
         self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            try:
-                self.length = int(length)
-            except ValueError:
-                self.length = None
-            else:
-                if self.length < 0:  # nonsensical negative lengths are ignored
-                    self.length = None
-        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":
+        if lengths and not self.chunked:
+            length = lengths[0]
+            if len(lengths) > 1 or not (length.isdigit() and length.isascii()):
+                # repeated, or a list: the same number each time, or a failure
+                values = {value.strip(" \t") for value in ",".join(lengths).split(",")}
+                length = values.pop()
+                if values or not (length.isdigit() and length.isascii()):
+                    raise MalformedResponse("the response's Content-Length is not one number")
+            self.length = int(length)
+        if status in (204, 304) or self._method == "HEAD":
             self.length = 0
+        if self.length is not None and self.length > self._max_body:
+            raise ResponseTooLarge(
+                f"the response body ({self.length} bytes) is larger than {self._max_body}"
+            )
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True
+
+    def _read_status(self) -> tuple[str, int, str]:
+        line = self.fp.readline(_MAX_LINE + 1)
+        found = _STATUS_LINE.fullmatch(line)
+        if found is not None:
+            version, code, reason = found.groups()
+            return version.decode("ascii"), int(code), (reason or b"").decode("iso-8859-1")
+        if len(line) > _MAX_LINE:
+            raise http.client.LineTooLong("status line")
+        if not line:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        if not line.endswith(b"\n"):
+            raise MalformedResponse("the connection ended inside the status line")
+        raise MalformedResponse("the status line is not HTTP/1.x (not shown)")
+
+    def _read_and_discard_trailer(self) -> None:
+        # The trailer section ends with an empty line: end-of-file before it
+        # means the body may not be what the server sent.
+        _read_header_lines(self.fp)
+
+    def read(self, amt: int | None = None) -> bytes:
+        if amt is None and self.length is None and self.fp is not None:
+            # chunked, or until the connection closes: in pieces, within the cap
+            parts: list[bytes] = []
+            while True:
+                piece = self.read(_PIECE)
+                if not piece:
+                    return b"".join(parts)
+                parts.append(piece)
+        data = super().read(amt)
+        self._body_size += len(data)
+        if self._body_size > self._max_body:
+            self.will_close = True
+            raise ResponseTooLarge(f"the response body is larger than {self._max_body} bytes")
+        return data
+
+    def _close_conn(self) -> None:
+        fp = self.fp
+        if fp is None:
+            return
+        self.fp = None  # type: ignore[assignment]
+        reader = self._reader
+        reader.restore()
+        if not self.will_close:
+            # The body is complete: is anything else already there?
+            reader.probing = True
+            reader.nothing = False
+            try:
+                # bytes, or end-of-file: either way not reusable
+                self.surplus = bool(fp.peek(1)) or not reader.nothing
+            except (OSError, ValueError):
+                self.surplus = True
+            finally:
+                reader.probing = False
+            if self.surplus:
+                self.will_close = True
+                if self._owner is not None:
+                    self._owner.close()
+        fp.close()
 
 
 def _is_dropped(sock: socket.socket | None) -> bool:
     """Whether an idle connection is unusable: closed, or readable (a server
-    says nothing unasked on an idle HTTP/1.1 connection, except goodbye)."""
+    says nothing unasked on an idle HTTP/1.1 connection, except goodbye).
+    (Bytes the TLS layer had already decrypted cannot be there: a response is
+    given back only when nothing followed it, see :class:`_FirstByteResponse`.)"""
     if sock is None:
         return True
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        readable, _, _ = select.select([sock], [], [], 0)  # pragma: no cover - Windows
-        return bool(readable)  # pragma: no cover - Windows
-    except (OSError, ValueError):
-        return True
+    return not _idle(sock)
 
 
 # -- the http.client transport ---------------------------------------------------
@@ -516,6 +828,8 @@ class _Connection(http.client.HTTPConnection):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl_context is not None:
                 sock = self._ssl_context.wrap_socket(sock, server_hostname=self.host)
+                # an end-of-file without TLS close_notify is an error, not the end
+                sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
             sock.settimeout(self._read_timeout)
             self._poller = None
             if hasattr(select, "poll"):
@@ -546,12 +860,51 @@ def _encode_headers(headers: list[tuple[str, str]]) -> bytes:
     return b"".join(b"%s: %s\r\n" % (n.encode("ascii"), v.encode("latin-1")) for n, v in headers)
 
 
-class _Stale(Exception):
-    """An attempt failed because the connection was closed before any response byte."""
+def _send_counted(
+    sock: socket.socket,
+    data: bytes | bytearray | memoryview,
+    sent: list[int],
+    deadline: float | None,
+) -> None:
+    """``sock.sendall(data)``, adding to ``sent[0]`` each byte the socket took
+    (so a failure knows whether anything of the request went out); each wait
+    is bounded by the socket's timeout and by ``deadline`` (``time.monotonic``),
+    whose passing raises :class:`TotalTimeout`."""
+    timeout = sock.gettimeout()
+    shortened = False
+    with memoryview(data) as view:
+        total = len(view)
+        done = 0
+        try:
+            while done < total:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TotalTimeout
+                    if timeout is None or left < timeout:
+                        sock.settimeout(left)
+                        shortened = True
+                taken = sock.send(view[done:])
+                done += taken
+                sent[0] += taken
+        except TimeoutError:
+            if shortened:
+                raise TotalTimeout from None
+            raise
+        finally:
+            if shortened:
+                with suppress(OSError):
+                    sock.settimeout(timeout)
 
-    def __init__(self, failure: TransportFailure) -> None:
+
+class _Stale(Exception):
+    """An attempt failed because the connection was closed before any response
+    byte; ``unsent``: before any byte of the request was written, too."""
+
+    def __init__(self, failure: TransportFailure, unsent: bool) -> None:
         super().__init__(str(failure))
         self.failure = failure
+        self.unsent = unsent
 
 
 class HttpClientTransport:
@@ -559,7 +912,9 @@ class HttpClientTransport:
 
     ``ssl_context`` or ``ca_file`` replace the system's CAs (the context must
     verify certificates and host names); ``connect_timeout`` bounds the TCP
-    connect and TLS handshake, ``read_timeout`` each later send or receive;
+    connect and TLS handshake, ``read_timeout`` each later send or receive,
+    ``total_timeout`` (``None``: no limit) the whole exchange once connected;
+    ``max_response_size`` is the largest response body accepted;
     ``resolve`` maps ``"host:port"`` to the ``"address:port"`` to connect to,
     keeping the host name for SNI, the certificate and ``Host``;
     ``max_idle_per_origin`` idle connections are kept per origin for reuse.
@@ -574,15 +929,20 @@ class HttpClientTransport:
         ca_file: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         resolve: Mapping[str, str] | None = None,
         max_idle_per_origin: int = 4,
     ) -> None:
         check_options(
             connect_timeout, read_timeout, max_idle_per_origin, pool="max_idle_per_origin", least=0
         )
+        check_limits(total_timeout, max_response_size)
         self._ssl_context = tls_context(ssl_context, ca_file)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._max_response_size = max_response_size
         self._resolve = parse_resolve(resolve)
         self._max_idle = max_idle_per_origin
         self._lock = threading.Lock()
@@ -593,22 +953,28 @@ class HttpClientTransport:
     def __call__(self, request: Request) -> Response:
         """Send ``request`` as it is and return the response, whatever its status."""
         if self._closed:
-            raise TransportFailure("this transport is closed; create a new one")
-        origin, target, head, length = self._prepare(request)
+            raise TransportFailure("this transport is closed; create a new one", unsent=True)
+        try:
+            origin, target, head, length = self._prepare(request)
+        except TransportFailure as error:
+            error.unsent = True  # refused before anything was sent
+            raise
         head = b"%s %s HTTP/1.1\r\n%s" % (request.method.encode(), target.target.encode(), head)
         if length is not None:
             head += b"Content-Length: %s\r\n" % length.encode()
         head += b"\r\n"
+        total = self._total_timeout
+        deadline = None if total is None else time.monotonic() + total
         conn, reused = self._take(origin)
         try:
-            return self._attempt(conn, not reused, origin, target, request, head)
+            return self._attempt(conn, not reused, origin, target, request, head, deadline)
         except _Stale as stale:
-            if not reused:
+            if not reused or not (stale.unsent or replayable(request)):
                 raise stale.failure from stale.__cause__
         # The server closed the idle connection as the request went out: the
         # one retry, on a new connection (see the module docstring).
         try:
-            return self._attempt(self._new(target), True, origin, target, request, head)
+            return self._attempt(self._new(target), True, origin, target, request, head, deadline)
         except _Stale as stale:
             raise stale.failure from stale.__cause__
 
@@ -680,28 +1046,40 @@ class HttpClientTransport:
         target: _Target,
         request: Request,
         head: bytes,
+        deadline: float | None,
     ) -> Response:
-        """Send on ``conn``; give it back after a complete response, close it otherwise.
+        """Send on ``conn``; give it back after a complete response with
+        nothing after it, close it otherwise.
 
-        ``head`` is the request line and headers, encoded and checked; the
-        connection's :class:`http.client.HTTPResponse` reads the response.
-        Raises :class:`_Stale` when the connection turned out closed before any
-        response byte, ``TransportFailure`` for every other failure.
+        ``head`` is the request line and headers, encoded and checked; a
+        :class:`_FirstByteResponse` reads the response.  Raises :class:`_Stale`
+        when the connection turned out closed before any response byte,
+        ``TransportFailure`` (or :class:`~cfauth.OutcomeUnknown`) for every
+        other failure.
         """
         phase = "connect to"
+        sent = [0]
+        body = request.body
+        size = len(head) + (len(body) if body else 0)
         try:
             if fresh:
                 conn.connect()
             phase = "send to"
-            body = request.body
+            sock = conn.sock
             if body and len(body) <= _JOIN_BODY_UP_TO:
-                conn.send(head + body)  # one write: head and (small) body
+                _send_counted(sock, head + body, sent, deadline)  # one write
             else:
-                conn.send(head)
+                _send_counted(sock, head, sent, deadline)
                 if body:
-                    conn.send(body)
+                    _send_counted(sock, body, sent, deadline)
             phase = "response from"
-            response = _FirstByteResponse(conn.sock, method=request.method)
+            response = _FirstByteResponse(
+                sock,
+                method=request.method,
+                deadline=deadline,
+                max_body=response_cap(target.target, self._max_response_size),
+                poller=conn._poller,
+            )
             try:
                 response.begin()
                 body = response.read()
@@ -711,17 +1089,32 @@ class HttpClientTransport:
             result = Response(response.status, list(response.msg.raw_items()), body, request.url)
         except _NothingReceived as nothing:
             conn.close()
-            failure = _failure(phase, target, _describe(nothing.error), request)
-            raise _Stale(failure) from nothing.error
+            failure = request_failure(
+                _message(phase, target, _describe(nothing.error), request),
+                request,
+                written=sent[0],
+                complete=sent[0] == size,
+            )
+            raise _Stale(failure, sent[0] == 0) from nothing.error
         except (OSError, http.client.HTTPException, ValueError) as error:
             conn.close()
             untrusted = untrusted_certificate(target.describe(), error)
             if untrusted is not None:
                 raise untrusted from error
-            timeout = self._connect_timeout if phase == "connect to" else self._read_timeout
-            failure = _failure(phase, target, _detail(error, timeout), request)
+            if isinstance(error, TotalTimeout):
+                detail = f"the total timeout ({self._total_timeout:g} s) ran out"
+            elif phase == "connect to":
+                detail = _detail(error, self._connect_timeout, "connect_timeout")
+            else:
+                detail = _detail(error, self._read_timeout, "read_timeout")
+            failure = request_failure(
+                _message(phase, target, detail, request),
+                request,
+                written=sent[0],
+                complete=sent[0] == size,
+            )
             if phase == "send to" and isinstance(error, _DROPPED):
-                raise _Stale(failure) from error
+                raise _Stale(failure, sent[0] == 0) from error
             raise failure from error
         except BaseException:
             conn.close()
@@ -744,6 +1137,8 @@ def client(
     ca_file: str | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
     pool_size: int | None = None,
     max_idle_per_origin: int = 4,
@@ -771,6 +1166,8 @@ def client(
             ca_file=ca_file,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_response_size=max_response_size,
             resolve=resolve,
             max_idle_per_origin=max_idle_per_origin if pool_size is None else pool_size,
         ),

@@ -356,6 +356,7 @@ class Driver:
                     request_id=action.request_id,
                     reason=reason,
                     retryable=send_retryable(error),
+                    unsent=getattr(error, "unsent", False) is True,
                 )
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(

@@ -49,15 +49,32 @@ Theory of operation: the transport
 (scheme, host, port).  A semaphore per origin bounds how many requests (hence
 connections: one is opened only when no idle one is left) are in progress at
 once; tasks beyond the cap wait for a slot.  A connection goes back to the pool
-only when h11 says both sides finished the exchange cleanly (``DONE``/``DONE``);
-after any error, timeout or cancellation it is closed, never reused, so a
-half-sent request can never be followed by another one on the same socket.
+only when h11 says both sides finished the exchange cleanly (``DONE``/``DONE``)
+and nothing arrived after the response: not in h11's buffer
+(``trailing_data``), nor in the TLS layer, decrypted or not.  Those bytes (a
+second response, a body longer than declared) would otherwise be read as the
+next request's answer.  After any error, timeout or cancellation it is
+closed, never reused, so a half-sent request can never be followed by another
+one on the same socket.  Before an idle connection is reused its socket is
+polled: readable means the server closed it or sent something unasked (a
+``408`` before closing), and it is closed instead.
 
 A kept-alive connection may have been closed by the server while idle; that
-shows as an error before the first byte of the response.  Only then, and only
-for a connection taken from the pool, the request is sent again, once, on a
-fresh connection.  Nothing else is retried, and redirects are returned as they
-are: the machine decides what to do with them.
+shows as an error before the first byte of the response.  Only then, only for
+a connection taken from the pool, and only if the server cannot have acted on
+the request twice (nothing of it written, an idempotent method, or an
+``Idempotency-Key`` header), the request is sent again, once, on a fresh
+connection.  A ``POST`` or ``PATCH`` that may have been processed raises
+:class:`~cfauth.OutcomeUnknown` instead.  Nothing else is retried, and
+redirects are returned as they are: the machine decides what to do with them.
+
+``read_timeout`` bounds each wait for the server; ``total_timeout`` (default
+60 s, ``None`` for none) the whole exchange once connected, so a server
+dripping a byte at a time cannot hold a request for ever.  A body larger than
+``max_response_size`` (default 64 MiB; 64 KiB for the token endpoint) fails
+the request before it is buffered.  An end-of-file without TLS
+``close_notify`` ends nothing: a body that only the close delimits is
+incomplete then.  Messages never quote the response (h11's may).
 
 The hot path is kept short: a free pool slot is taken without a checkpoint;
 the parsed origin of each URL prefix and the h11 request head of each
@@ -72,6 +89,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
+import select
 import socket
 import ssl
 import time
@@ -127,13 +146,19 @@ from cfauth_core import (
 )
 
 from ._http import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_TOTAL_TIMEOUT,
     Response,
     TransportFailure,
     call_headers,
     check_api_response,
+    check_limits,
     failure_reason,
     iso_time,
     iso_times,
+    replayable,
+    request_failure,
+    response_cap,
     send_retryable,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
@@ -457,6 +482,7 @@ class Driver:
                     request_id=action.request_id,
                     reason=failure_reason(error),
                     retryable=send_retryable(error),
+                    unsent=getattr(error, "unsent", False) is True,
                 )
             log.debug("%s %s -> %d", request.method, request.url, response.status)
             return ResponseReceived(
@@ -677,6 +703,8 @@ def client(
     ca_file: str | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
     pool_size: int | None = None,
     max_connections_per_origin: int = 10,
@@ -699,6 +727,8 @@ def client(
         ca_file=ca_file,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        total_timeout=total_timeout,
+        max_response_size=max_response_size,
         resolve=resolve,
         max_connections_per_origin=max_connections_per_origin if pool_size is None else pool_size,
     )
@@ -710,8 +740,6 @@ def client(
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _READ_SIZE = 65536
-#: The largest response body accepted (Checkfront's answers are far smaller).
-_MAX_BODY = 64 * 1024 * 1024
 #: Errors that, on a kept-alive connection before any byte of the response,
 #: mean the server closed it while it was idle.
 _STALE = (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -720,12 +748,18 @@ _STALE = (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResource
 _ORIGIN_CACHE = 32
 _MESSAGE_CACHE = 128
 _END = h11.EndOfMessage()
+#: What no header value may hold (RFC 9110 5.5): control characters but tab.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NEED_DATA = h11.NEED_DATA
 _DONE = h11.DONE
 
 
 class _StaleConnection(Exception):
     """A pooled connection turned out to be closed: send again on a fresh one."""
+
+
+class _TotalTimeout(trio.TooSlowError):
+    """The request's ``total_timeout`` ran out."""
 
 
 class _Origin:
@@ -758,13 +792,31 @@ class _SocketStream(trio.abc.Stream):
     checkpoints: plain HTTP) every call is a checkpoint, as in trio.
     """
 
-    __slots__ = ("checkpoints", "sock", "timeout")
+    __slots__ = ("checkpoints", "deadline", "poller", "sent", "sock", "timeout")
 
     def __init__(self, sock: socket.socket, timeout: float, checkpoints: bool) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.timeout = timeout
         self.checkpoints = checkpoints
+        #: the request's ``total_timeout`` on trio's clock, if any
+        self.deadline: float | None = None
+        #: bytes the socket took, ever (a failure compares it to tell whether
+        #: anything of its request went out)
+        self.sent = 0
+        self.poller: Any = None
+
+    def idle(self) -> bool:
+        """Whether the socket has nothing to read (no byte, no end-of-file):
+        a server says nothing unasked on an idle HTTP/1.1 connection."""
+        poller = self.poller
+        try:
+            if poller is None:
+                poller = self.poller = select.poll()
+                poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.checkpoints:
@@ -775,7 +827,9 @@ class _SocketStream(trio.abc.Stream):
             sent = 0
             while sent < total:
                 try:
-                    sent += sock.send(view[sent:])
+                    taken = sock.send(view[sent:])
+                    sent += taken
+                    self.sent += taken
                 except BlockingIOError:
                     await self._wait(trio.lowlevel.wait_writable)
                 except OSError as error:
@@ -810,10 +864,14 @@ class _SocketStream(trio.abc.Stream):
             return data
 
     async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
-        with trio.CancelScope(deadline=trio.current_time() + self.timeout) as scope:
+        until = trio.current_time() + self.timeout
+        total = self.deadline is not None and self.deadline < until
+        if total:
+            until = self.deadline  # type: ignore[assignment]
+        with trio.CancelScope(deadline=until) as scope:
             await wait(self.sock)
         if scope.cancelled_caught:
-            raise trio.TooSlowError
+            raise _TotalTimeout if total else trio.TooSlowError
 
     async def aclose(self) -> None:
         if self.sock.fileno() != -1:
@@ -829,13 +887,35 @@ def _stream_error(error: OSError) -> trio.BrokenResourceError | trio.ClosedResou
 
 
 class _Connection:
-    """One HTTP/1.1 connection: a trio stream and its h11 state."""
+    """One HTTP/1.1 connection: a trio stream (``raw``, or TLS over it) and
+    its h11 state."""
 
-    __slots__ = ("h11", "stream")
+    __slots__ = ("h11", "raw", "stream", "tls")
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, raw: _SocketStream) -> None:
         self.stream = stream
+        self.raw = raw
         self.h11 = h11.Connection(our_role=h11.CLIENT)
+        #: for TLS, what holds bytes received but not yet read: the TLS object
+        #: (decrypted bytes, ``pending()``) and the buffer of bytes not yet
+        #: decrypted (``SSLStream`` keeps both private; ``None`` if not found)
+        self.tls: tuple[Any, Any] | None = None
+        if isinstance(stream, trio.SSLStream):
+            self.tls = (getattr(stream, "_ssl_object", None), getattr(stream, "_incoming", None))
+
+    def clean(self) -> bool:
+        """Whether nothing was received beyond the response just read: not in
+        h11's buffer, nor in the TLS layer (decrypted or not).  Bytes there
+        were not asked for, and would be read as the next request's answer."""
+        if self.h11.trailing_data[0]:
+            return False
+        if self.tls is not None:
+            decrypted, encrypted = self.tls
+            if decrypted is None or encrypted is None:  # pragma: no cover - another trio
+                return False  # cannot tell: never reuse
+            if decrypted.pending() or encrypted.pending:
+                return False
+        return True
 
 
 class _Pool:
@@ -893,7 +973,9 @@ class H11Transport:
     ``"host:port"`` to the ``"address:port"`` to connect to instead, like
     curl's ``--resolve``: SNI, the certificate check and ``Host`` keep the real
     name.  ``connect_timeout`` bounds connecting and the TLS handshake;
-    ``read_timeout`` bounds each wait for the server (sending or receiving).
+    ``read_timeout`` bounds each wait for the server (sending or receiving),
+    ``total_timeout`` (``None``: no limit) the whole exchange once connected;
+    ``max_response_size`` is the largest response body accepted.
     At most ``max_connections_per_origin`` requests per origin are in progress
     at once; further tasks wait for a free connection.
     """
@@ -906,6 +988,8 @@ class H11Transport:
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
         resolve: Mapping[str, str] | None = None,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         max_connections_per_origin: int = 10,
     ) -> None:
         check_options(
@@ -915,9 +999,12 @@ class H11Transport:
             pool="max_connections_per_origin",
             least=1,
         )
+        check_limits(total_timeout, max_response_size)
         self._ssl_context = tls_context(ssl_context, ca_file, alpn=["http/1.1"])
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._max_response_size = max_response_size
         self._resolve = parse_resolve(resolve)
         self._max_connections = max_connections_per_origin
         self._pools: dict[tuple[str, str, int], _Pool] = {}
@@ -959,18 +1046,27 @@ class H11Transport:
             slots.acquire_nowait()  # no checkpoint when a slot is free
         except trio.WouldBlock:
             await slots.acquire()
+        total = self._total_timeout
+        deadline = None if total is None else trio.current_time() + total
         try:
-            if pool.idle:
+            idle = pool.idle
+            while idle:
+                connection = idle.pop()
+                if not connection.raw.idle():
+                    # closed, or bytes nobody asked for (a 408 before closing)
+                    await trio.aclose_forcefully(connection.stream)
+                    continue
                 try:
-                    return await self._send_on(pool, pool.idle.pop(), message, body, url, True)
+                    return await self._send_on(pool, connection, message, request, deadline, True)
                 except _StaleConnection as error:
                     log.debug(
                         "a kept-alive connection to %s was closed (%s); sending again",
                         origin.authority,
                         _describe(error.__cause__ or error),
                     )
+                    break
             connection = await self._connect(origin)
-            return await self._send_on(pool, connection, message, body, url, False)
+            return await self._send_on(pool, connection, message, request, deadline, False)
         finally:
             slots.release()
 
@@ -1045,8 +1141,10 @@ class H11Transport:
                 raw = _SocketStream(sock, self._connect_timeout, checkpoints=not tls)
                 stream: trio.abc.Stream = raw
                 if tls:
+                    # https_compatible=False: an end-of-file without TLS
+                    # close_notify is an error, not the end of a response
                     stream = wrapped = trio.SSLStream(
-                        raw, self._ssl_context, server_hostname=host, https_compatible=True
+                        raw, self._ssl_context, server_hostname=host, https_compatible=False
                     )
                     try:
                         await wrapped.do_handshake()
@@ -1056,7 +1154,9 @@ class H11Transport:
                 raw.timeout = self._read_timeout
         except trio.TooSlowError:
             raise TransportFailure(
-                f"connecting to {host}:{port} timed out after {self._connect_timeout:g} s"
+                f"connecting to {host}:{port} (TCP and TLS handshake) timed out after "
+                f"{self._connect_timeout:g} s (connect_timeout)",
+                unsent=True,
             ) from None
         except (OSError, trio.BrokenResourceError) as error:
             shown = f"{host}:{port}"
@@ -1065,27 +1165,40 @@ class H11Transport:
             untrusted = untrusted_certificate(shown, error)
             if untrusted is not None:
                 raise untrusted from error
-            raise TransportFailure(f"could not connect to {shown}: {_describe(error)}") from error
-        return _Connection(stream)
+            raise TransportFailure(
+                f"could not connect to {shown}: {_describe(error)}", unsent=True
+            ) from error
+        return _Connection(stream, raw)
 
     async def _send_on(
         self,
         pool: _Pool,
         connection: _Connection,
         message: h11.Request,
-        body: bytes | None,
-        url: str,
+        request: Request,
+        deadline: float | None,
         reused: bool,
     ) -> Response:
-        """One exchange on ``connection``; it goes back to the pool only if clean.
+        """One exchange on ``connection``; it goes back to the pool only if
+        both sides finished cleanly and nothing followed the response.
 
-        ``read_timeout`` bounds every wait for the server: the connection's
-        :class:`_SocketStream` applies it where it waits.
+        ``read_timeout`` bounds every wait for the server and ``deadline``
+        (``total_timeout``) all of them: the connection's :class:`_SocketStream`
+        applies both where it waits.
         """
         state = connection.h11
         stream = connection.stream
+        raw = connection.raw
+        raw.deadline = deadline
+        sent_before = raw.sent
+        body = request.body
+        url = request.url
+        complete = False  # the whole request went out
         received = False  # any byte of the response received
         keep = False
+        limit = self._max_response_size
+        if message.target.startswith(b"/oauth/token/"):
+            limit = response_cap("/oauth/token/", limit)
         try:
             outgoing = state.send(message) or b""
             if body:
@@ -1095,6 +1208,7 @@ class H11Transport:
             chunks: list[bytes] = []
             size = 0
             await stream.send_all(outgoing)
+            complete = True
             while True:
                 event = state.next_event()
                 if event is _NEED_DATA:
@@ -1104,36 +1218,67 @@ class H11Transport:
                     state.receive_data(bytes(chunk))
                 elif type(event) is h11.Data:
                     size += len(event.data)
-                    if size > _MAX_BODY:
-                        raise h11.RemoteProtocolError(
-                            f"response body larger than {_MAX_BODY} bytes"
+                    if size > limit:
+                        raise TransportFailure(
+                            f"the response from {_origin(url)} is larger than {limit} bytes "
+                            "(max_response_size)"
                         )
                     chunks.append(event.data)
                 elif type(event) is h11.Response:
                     response = event
+                    for name, value in event.headers:
+                        if _BAD_VALUE.search(value):
+                            # h11 keeps control characters in values; the
+                            # other transports refuse them, and so does this one
+                            raise h11.RemoteProtocolError("control character in a header value")
+                        if name == b"content-length" and int(value) > limit:
+                            raise TransportFailure(
+                                f"the response from {_origin(url)} ({int(value)} bytes) is "
+                                f"larger than {limit} bytes (max_response_size)"
+                            )
                 elif type(event) is h11.EndOfMessage:
                     break
                 elif type(event) is h11.ConnectionClosed:  # pragma: no cover - h11 raises
                     raise h11.RemoteProtocolError("the server closed the connection")
                 # InformationalResponse (1xx): wait for the final response.
             assert response is not None
-            if state.our_state is _DONE and state.their_state is _DONE and not self._closed:
+            if (
+                state.our_state is _DONE
+                and state.their_state is _DONE
+                and not self._closed
+                and connection.clean()
+            ):
                 state.start_next_cycle()
+                raw.deadline = None
                 pool.idle.append(connection)
                 keep = True
-        except trio.TooSlowError:
-            raise TransportFailure(
-                f"no answer from {_origin(url)} within {self._read_timeout:g} s"
-            ) from None
+        except trio.TooSlowError as error:
+            if isinstance(error, _TotalTimeout):
+                detail = (
+                    f"{request.method} {_origin(url)}: the total timeout "
+                    f"({self._total_timeout:g} s) ran out"
+                )
+            else:
+                detail = (
+                    f"{request.method}: no answer from {_origin(url)} within "
+                    f"{self._read_timeout:g} s (read_timeout)"
+                )
+            raise self._failure(detail, request, raw.sent - sent_before, complete) from None
         except _STALE as error:
-            if reused and not received:
+            written = raw.sent - sent_before
+            if reused and not received and (written == 0 or replayable(request)):
                 raise _StaleConnection from error
-            raise TransportFailure(
-                f"the connection to {_origin(url)} failed: {_describe(error)}"
+            if isinstance(error, h11.RemoteProtocolError):
+                # h11's message may quote the response (a header line, a cookie)
+                detail = f"{_origin(url)} sent a response that is not valid HTTP/1.1 (not shown)"
+            else:
+                detail = f"the connection to {_origin(url)} failed: {_describe(error)}"
+            raise self._failure(
+                f"{request.method}: {detail}", request, written, complete
             ) from error
-        except h11.LocalProtocolError as error:  # the response broke HTTP/1.1 framing
+        except h11.LocalProtocolError as error:  # pragma: no cover - heads are checked when built
             raise TransportFailure(
-                f"{_origin(url)} sent an invalid response: {failure_reason(error)}"
+                f"{_origin(url)}: the request could not be sent: {type(error).__name__}"
             ) from error
         finally:
             if not keep:
@@ -1145,6 +1290,10 @@ class H11Transport:
             for name, value in response.headers.raw_items()
         ]
         return Response(response.status_code, headers, b"".join(chunks), url)
+
+    @staticmethod
+    def _failure(message: str, request: Request, written: int, complete: bool) -> TransportFailure:
+        return request_failure(message, request, written=written, complete=complete)
 
 
 _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})

@@ -32,17 +32,27 @@ after use instead of kept (urllib3 logs "Connection pool is full" at WARNING
 when that happens).  Set ``pool_maxsize`` to the number of threads you run
 to keep them all alive.
 
-*The one retry.*  As in the stdlib transport: urllib3 itself drops idle
-connections the server has closed before reusing them; when the server closes
-one just as the request goes out (nothing of the response arrived, on a
-reused connection), the request is sent once more on a new connection.
+*Responses, keep-alive, the one retry, timeouts.*  Exactly as in the stdlib
+transport, whose response reader this one uses: partial or malformed
+responses fail, interim (``1xx``) responses are skipped, a connection with
+anything after its response is closed rather than given back to urllib3's
+pool, ``total_timeout`` bounds each exchange once connected and
+``max_response_size`` each body, and a request is sent once more (on a new
+connection) only when a reused connection was found closed before any byte of
+the answer and the request cannot have been acted on twice (nothing written,
+an idempotent method, or an ``Idempotency-Key``).  urllib3 itself drops idle
+connections the server has closed before reusing them.  A stalled TLS
+handshake is reported as such, under ``connect_timeout`` (urllib3 calls it a
+read timeout).
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
@@ -58,15 +68,26 @@ except ImportError as error:  # installed without the urllib3 extra
 
 from cfauth_core import Account, Config, Credential, Request, TokenSet
 
-from ._http import Response, TransportFailure
+from ._http import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_TOTAL_TIMEOUT,
+    Response,
+    TransportFailure,
+    check_limits,
+    replayable,
+    request_failure,
+    response_cap,
+)
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
 from .stdlib import (
+    TotalTimeout,
     _describe,
-    _failure,
     _FirstByteResponse,
+    _message,
     _NothingReceived,
     _OriginKey,
     _Prepare,
+    _send_counted,
     _Target,
 )
 from .stores import GrantStore, TokenStore
@@ -76,7 +97,8 @@ __all__ = ["Urllib3Transport", "client"]
 
 
 class _Attempt(threading.local):
-    """What this thread's current request learnt about its connection.
+    """What this thread's current request learnt about its connection, and the
+    limits its response is read with.
 
     urllib3 does not tell which connection a failed request used, so the
     connection records it here (the request runs in the caller's thread).
@@ -84,6 +106,13 @@ class _Attempt(threading.local):
 
     reused = False
     fresh_only = False
+    #: "connect", "send" or "response": where the request got to
+    phase = "connect"
+    #: bytes of the request the socket took, and whether all of it went out
+    written = 0
+    complete = False
+    deadline: float | None = None
+    max_body = DEFAULT_MAX_RESPONSE_SIZE
 
 
 _attempt = _Attempt()
@@ -93,11 +122,32 @@ _MAX_POOLS = 10
 
 
 class _TrackedConnection(HTTPConnection):
-    """Records whether a request goes out on a reused connection, and closes
-    a reused one instead when this thread asked for a fresh one (the retry)."""
+    """Records whether a request goes out on a reused connection (and closes
+    a reused one instead when this thread asked for a fresh one: the retry),
+    how far it got and how many bytes went out; reads the response with
+    :class:`~cfauth.stdlib._FirstByteResponse` under this request's limits."""
 
-    response_class = _FirstByteResponse
     _used_socket: object = None  # the socket the last request went out on
+
+    def response_class(  # type: ignore[override]
+        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, **_: Any
+    ) -> _FirstByteResponse:
+        _attempt.phase = "response"
+        return _FirstByteResponse(
+            sock,
+            debuglevel,
+            method,
+            deadline=_attempt.deadline,
+            max_body=_attempt.max_body,
+            owner=self,
+        )
+
+    def connect(self) -> None:
+        _attempt.phase = "connect"
+        super().connect()
+        if isinstance(self.sock, ssl.SSLSocket):
+            # an end-of-file without TLS close_notify is an error, not the end
+            self.sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         reused = self.sock is not None and self.sock is self._used_socket
@@ -107,10 +157,29 @@ class _TrackedConnection(HTTPConnection):
         _attempt.reused = reused
         super().request(*args, **kwargs)
         self._used_socket = self.sock
+        _attempt.complete = True
+
+    def send(self, data: Any) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # pragma: no cover
+            super().send(data)  # urllib3 sends bytes; http.client could send files
+            _attempt.written += 1
+            return
+        if self.sock is None:
+            self.connect()  # as http.client does
+        _attempt.phase = "send"
+        sent = [0]
+        try:
+            _send_counted(self.sock, data, sent, _attempt.deadline)
+        finally:
+            _attempt.written += sent[0]
 
 
 class _TrackedHTTPSConnection(_TrackedConnection, HTTPSConnection):
-    pass
+    def connect(self) -> None:
+        _attempt.phase = "connect"
+        HTTPSConnection.connect(self)
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.suppress_ragged_eofs = False  # type: ignore[attr-defined]
 
 
 class _Pool(HTTPConnectionPool):
@@ -137,6 +206,20 @@ def _root_cause(error: BaseException) -> BaseException | None:
         pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return found
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` or any error it wraps (argument, cause, context) is a ``kind``."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if isinstance(current, kind):
+            return True
+        if id(current) not in seen:
+            seen.add(id(current))
+            pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+            pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return False
 
 
 def _header_pairs(response: urllib3.BaseHTTPResponse) -> list[tuple[str, str]]:
@@ -190,12 +273,17 @@ class Urllib3Transport:
         ca_file: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
         resolve: Mapping[str, str] | None = None,
         pool_maxsize: int = 10,
     ) -> None:
         check_options(connect_timeout, read_timeout, pool_maxsize, pool="pool_maxsize", least=0)
+        check_limits(total_timeout, max_response_size)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
+        self._max_response_size = max_response_size
         self._resolve = parse_resolve(resolve)
         self._closed = False
         self._manager = urllib3.PoolManager(
@@ -214,8 +302,12 @@ class Urllib3Transport:
     def __call__(self, request: Request) -> Response:
         """Send ``request`` as it is and return the response, whatever its status."""
         if self._closed:
-            raise TransportFailure("this transport is closed; create a new one")
-        origin, target, headers, length = self._prepare(request)
+            raise TransportFailure("this transport is closed; create a new one", unsent=True)
+        try:
+            origin, target, headers, length = self._prepare(request)
+        except TransportFailure as error:
+            error.unsent = True  # refused before anything was sent
+            raise
         if length is not None:
             headers = headers.copy()
             headers["Content-Length"] = length
@@ -225,10 +317,16 @@ class Urllib3Transport:
             if len(self._pools) >= _MAX_POOLS:
                 self._pools.clear()
             self._pools[origin.key] = pool
+        total = self._total_timeout
+        _attempt.deadline = None if total is None else time.monotonic() + total
+        _attempt.max_body = response_cap(target.target, self._max_response_size)
         fresh_only = False
         while True:
             if fresh_only:
                 _attempt.fresh_only = True
+            _attempt.phase = "connect"
+            _attempt.written = 0
+            _attempt.complete = False
             try:
                 response = pool.urlopen(
                     request.method,
@@ -242,11 +340,17 @@ class Urllib3Transport:
                     decode_content=False,
                 )
             except _NothingReceived as nothing:
-                if _attempt.reused and not fresh_only:
+                written = _attempt.written
+                if _attempt.reused and not fresh_only and (written == 0 or replayable(request)):
                     fresh_only = True
                     continue  # the one retry (see the module docstring)
                 detail = _describe(nothing.error)
-                raise _failure("response from", target, detail, request) from nothing.error
+                raise request_failure(
+                    _message("response from", target, detail, request),
+                    request,
+                    written=written,
+                    complete=_attempt.complete,
+                ) from nothing.error
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:
                 raise self._failure(target, error, request) from error
             finally:
@@ -262,23 +366,39 @@ class Urllib3Transport:
         return self._manager.connection_from_host(target.host, target.port, target.scheme)
 
     def _failure(self, target: _Target, error: BaseException, request: Request) -> TransportFailure:
-        """urllib3's error type, and the OS or TLS error underneath it if any."""
+        """urllib3's error type, and the OS or TLS error underneath it if any,
+        with the phase the request got to and the timeout that ran out."""
         untrusted = untrusted_certificate(target.describe(), error)
         if untrusted is not None:
             return untrusted
-        phase, timeout = "request to", None
-        if isinstance(error, urllib3.exceptions.NewConnectionError):
-            phase = "connect to"  # refused, unreachable, no such host: not a timeout
-        elif isinstance(error, urllib3.exceptions.ConnectTimeoutError):
-            phase, timeout = "connect to", self._connect_timeout
-        elif isinstance(error, urllib3.exceptions.ReadTimeoutError):
-            phase, timeout = "response from", self._read_timeout
-        if timeout is not None:  # urllib3's TimeoutError is not the builtin one
-            detail = f"{type(error).__name__}: timed out after {timeout:g} s"
-            return _failure(phase, target, detail, request)
+        phase = {"connect": "connect to", "send": "send to"}.get(_attempt.phase, "response from")
         cause = _root_cause(error)
-        detail = type(error).__name__ + (f" ({_describe(cause)})" if cause is not None else "")
-        return _failure(phase, target, detail, request)
+        if _caused_by(error, TotalTimeout):
+            detail = f"the total timeout ({self._total_timeout:g} s) ran out"
+        elif isinstance(error, urllib3.exceptions.NewConnectionError):
+            phase = "connect to"  # refused, unreachable, no such host: not a timeout
+            detail = type(error).__name__ + (f" ({_describe(cause)})" if cause else "")
+        elif isinstance(error, urllib3.exceptions.ConnectTimeoutError) or (
+            isinstance(error, urllib3.exceptions.TimeoutError) and phase == "connect to"
+        ):
+            # urllib3 calls a stalled TLS handshake a read timeout: the connect
+            # timeout is what bounds it
+            phase = "connect to" if _attempt.phase == "connect" else phase
+            handshake = isinstance(error, urllib3.exceptions.ReadTimeoutError)
+            what = "TLS handshake" if handshake else "connect"
+            detail = f"{what} timed out after {self._connect_timeout:g} s (connect_timeout)"
+        elif isinstance(error, urllib3.exceptions.TimeoutError):
+            detail = (
+                f"{type(error).__name__}: timed out after {self._read_timeout:g} s (read_timeout)"
+            )
+        else:
+            detail = type(error).__name__ + (f" ({_describe(cause)})" if cause is not None else "")
+        return request_failure(
+            _message(phase, target, detail, request),
+            request,
+            written=_attempt.written,
+            complete=_attempt.complete,
+        )
 
     def close(self) -> None:
         """Close the idle connections and refuse new requests."""
@@ -311,6 +431,8 @@ def client(
     ca_file: str | None = None,
     connect_timeout: float = 10.0,
     read_timeout: float = 30.0,
+    total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
     pool_size: int | None = None,
     pool_maxsize: int = 10,
@@ -329,6 +451,8 @@ def client(
             ca_file=ca_file,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            total_timeout=total_timeout,
+            max_response_size=max_response_size,
             resolve=resolve,
             pool_maxsize=pool_maxsize if pool_size is None else pool_size,
         ),

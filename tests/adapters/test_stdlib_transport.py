@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 
-from cfauth import Response, TransportFailure, stdlib
+from cfauth import OutcomeUnknown, Response, TransportFailure, stdlib
 from cfauth._tls import parse_resolve
 from cfauth.sync import Client
 from cfauth_core import ApiKey, Request
@@ -467,7 +467,7 @@ def test_stale_connection_is_retried_once_on_a_new_one(send: AnyTransport, serve
     hold_idle(send, server, 2)
     # The first attempt takes an idle connection, which the server drops; the
     # retry must not take the other idle one (it would be dropped too).
-    response = send(Request("POST", f"https://{HOST}/drop-if-reused", (), b"body"))
+    response = send(Request("PUT", f"https://{HOST}/drop-if-reused", (), b"body"))
     assert response.status == 200
     assert response.json()["conn"] == 3
     dropped, answered = server.seen[2:]
@@ -479,7 +479,8 @@ def test_stale_connection_is_retried_once_on_a_new_one(send: AnyTransport, serve
 
 def test_stale_connection_retry_after_one_request(send: AnyTransport, server: Server) -> None:
     send(get("/"))
-    response = send(Request("POST", f"https://{HOST}/drop-if-reused", (), b"body"))
+    keyed = (("Idempotency-Key", "k-1"),)  # a POST the caller marked replayable
+    response = send(Request("POST", f"https://{HOST}/drop-if-reused", keyed, b"body"))
     assert response.status == 200
     assert response.json()["conn"] == 2
     assert [(seen.path, seen.conn) for seen in server.seen] == [
@@ -502,8 +503,20 @@ def test_stale_plain_http_connection_is_retried(make: Make, plain_server: Server
     ]
 
 
+def test_a_post_that_may_have_been_processed_is_never_sent_again(
+    send: AnyTransport, server: Server
+) -> None:
+    send(get("/"))
+    with pytest.raises(OutcomeUnknown, match="fully written") as caught:
+        send(Request("POST", f"https://{HOST}/drop-if-reused", (), b"body"))
+    assert caught.value.fully_written
+    assert "check whether it took effect" in str(caught.value)
+    assert "retried" not in str(caught.value)
+    assert server.paths() == ["/", "/drop-if-reused"]
+
+
 def test_dropped_new_connection_is_not_retried(send: AnyTransport, server: Server) -> None:
-    with pytest.raises(TransportFailure, match="RemoteDisconnected"):
+    with pytest.raises(TransportFailure, match=r"RemoteDisconnected|SSLEOFError"):
         send(get("/drop"))
     assert server.paths() == ["/drop"]
 
@@ -802,23 +815,53 @@ HEADER_BLOCKS = [
     b"Server: nginx\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
     b"X-Empty:\r\nX-Spaces:   \t v  \r\nX-Colon: a:b\r\n\r\n",
     b"X-Lf: 1\nX-Two: 2\n\n",
-    b"X-Fold: a\r\n  b\r\nX-After: 1\r\n\r\n",  # obsolete line folding
-    b"X-Ok: 1\r\nno colon here\r\nX-Lost: 1\r\n\r\n",  # the email parser's defect path
-    b"X-Nel: a\x85b\r\nX-Cr: a\rb\r\nX-Latin: caf\xe9\r\n\r\n",
-    b"Name With Space: 1\r\n:empty-name\r\n\r\n",
+    b"X-Latin: caf\xe9\r\nX-Tab: a\tb\r\n\r\n",
     b"\r\n",
-    b"X-Eof: 1\r\n",
 ]
 
 
 @pytest.mark.parametrize("block", HEADER_BLOCKS)
-def test_fast_header_parse_matches_http_client(block: bytes) -> None:
+def test_header_parse_matches_http_client(block: bytes) -> None:
     import http.client
     import io
 
     fast = stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
     slow = http.client.parse_headers(io.BufferedReader(io.BytesIO(block)))
-    assert list(fast.raw_items()) == list(slow.raw_items())
-    assert fast.items() == slow.items()
-    for name in ("content-length", "x-a", "x-fold", "x-lost", "connection"):
-        assert fast.get(name) == slow.get(name)
+    # the same pairs, with the optional whitespace around values removed (RFC 9112 5)
+    assert list(fast.raw_items()) == [(n, v.strip(" \t")) for n, v in slow.raw_items()]
+    for name in ("content-length", "x-a", "x-spaces", "connection"):
+        assert fast.get(name) == (None if slow.get(name) is None else slow[name].strip(" \t"))
+
+
+def test_obsolete_line_folding_is_joined_with_a_space() -> None:
+    import io
+
+    block = b"X-Fold: a\r\n  b\r\n\tc\r\nX-After: 1\r\n\r\n"
+    parsed = stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
+    assert list(parsed.raw_items()) == [("X-Fold", "a b c"), ("X-After", "1")]
+
+
+MALFORMED_HEADER_BLOCKS = [
+    b"X-Ok: 1\r\nno colon here\r\nX-Lost: 1\r\n\r\n",
+    b"X-Nul: a\x00b\r\n\r\n",
+    b"X-Cr: a\rb\r\n\r\n",
+    b"X-Ctl: a\x0bb\r\n\r\n",
+    b"Name With Space: 1\r\n\r\n",
+    b":empty-name\r\n\r\n",
+    b"X-Name : 1\r\n\r\n",
+    b" X-Fold-First: 1\r\n\r\n",
+    b"X-Eof: 1\r\n",
+    b"X-Eof: 1\r\nContent-Ty",
+    b"",
+]
+
+
+@pytest.mark.parametrize("block", MALFORMED_HEADER_BLOCKS)
+def test_malformed_or_cut_header_blocks_fail_without_quoting(block: bytes) -> None:
+    import io
+
+    with pytest.raises(stdlib.MalformedResponse) as caught:
+        stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
+    for line in block.split(b"\n"):
+        if len(line) > 3:
+            assert line.decode("latin-1").strip() not in str(caught.value)
