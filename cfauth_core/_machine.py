@@ -381,6 +381,11 @@ class Machine:
         return self._account
 
     @property
+    def credential(self) -> Credential:
+        """The credential the machine authenticates with (its repr hides the secret)."""
+        return self._credential
+
+    @property
     def tokens(self) -> TokenSet | None:
         """The current OAuth2 tokens (``None`` for a token pair or before login)."""
         return self._tokens

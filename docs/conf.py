@@ -44,6 +44,19 @@ nitpick_ignore = [
     ("py:class", "collections.abc.Sequence"),
     ("py:class", "enum.Enum"),
 ]
+nitpick_ignore_regex = [
+    # More standard-library names in the adapters' signatures.
+    ("py:.*", r"(collections\.abc|ssl|os)\.\w+|secrets"),
+    # Adapter classes the guide names but the reference does not document one by one
+    # (transports, drivers, the store implementations; see docs/stores.rst).
+    (
+        "py:.*",
+        r"(cfauth\.(sync|trio|stores|stdlib|urllib3)\.)?"
+        r"(Driver|H11Transport|HttpClientTransport|Urllib3Transport|TokenStore|GrantRecord"
+        r"|Grant|ClosingTransport|SqliteStore|FileStore|PostgresStore|default_store_path"
+        r"|close|aclose|_update|_release|_acquire)",
+    ),
+]
 
 default_role = "py:obj"
 primary_domain = "py"

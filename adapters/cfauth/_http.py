@@ -153,6 +153,32 @@ class Response:
         """The body decoded as JSON."""
         return json.loads(self.body)
 
+    @property
+    def text(self) -> str:
+        """The body decoded as text (the charset of ``Content-Type``, else UTF-8;
+        undecodable bytes replaced)."""
+        charset = "utf-8"
+        for part in (self.header("content-type") or "").split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip('"')
+        try:
+            return self.body.decode(charset, errors="replace")
+        except LookupError:
+            return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is below 400."""
+        return self.status < 400
+
+    def raise_for_status(self) -> Response:
+        """Return the response if its status is below 400, else raise
+        :class:`ApiError` (with the Checkfront error object when the body has one)."""
+        if self.status < 400:
+            return self
+        return check_api_response(self)
+
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.url} {len(self.body)} bytes>"
 

@@ -1140,6 +1140,7 @@ def client(
     total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
+    pool_size: int | None = None,
     max_idle_per_origin: int = 4,
     on_behalf: str | None = None,
     forwarded_for: str | None = None,
@@ -1153,7 +1154,9 @@ def client(
     tokens are loaded from ``store`` if one is given.  The transport options
     are :class:`HttpClientTransport`'s; ``on_behalf``, ``forwarded_for`` are
     :class:`~cfauth.sync.Client`'s, ``on_account_moved`` the
-    :class:`~cfauth.sync.Driver`'s.  Closing the client closes the transport.
+    :class:`~cfauth.sync.Driver`'s.  ``pool_size`` (every factory takes it)
+    sets the transport's own pool option, here ``max_idle_per_origin``.
+    Closing the client closes the transport.
     """
     return build_client(
         account,
@@ -1166,7 +1169,7 @@ def client(
             total_timeout=total_timeout,
             max_response_size=max_response_size,
             resolve=resolve,
-            max_idle_per_origin=max_idle_per_origin,
+            max_idle_per_origin=max_idle_per_origin if pool_size is None else pool_size,
         ),
         tokens=tokens,
         store=store,

@@ -78,6 +78,14 @@ from ._http import (
     iso_times,
     send_retryable,
 )
+from .login import (
+    AuthorizationStart,
+    GrantStatus,
+    LoopbackReceiver,
+    announce_login,
+    check_login_app,
+    login_values,
+)
 from .stores import GrantStore, TokenStore, open_grant
 
 __all__ = ["Client", "ClosingTransport", "Driver", "build_client"]
@@ -210,6 +218,10 @@ class Driver:
         work: _Work = deque()
         with self._lock:
             self._handle(LogoutRequested(now=self._clock()), None, work)
+
+    def now(self) -> float:
+        """The driver's clock (wall-clock seconds)."""
+        return self._clock()
 
     def tick(self) -> None:
         """Tell the machine the time: start a refresh that is due (so tokens
@@ -487,6 +499,76 @@ class Client:
 
     def delete(self, path: str, **kwargs: Any) -> Response:
         return self.request("DELETE", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Response:
+        return self.request("PATCH", path, **kwargs)
+
+    # -- login (see cfauth.login) --------------------------------------------------
+
+    @property
+    def account(self) -> str:
+        """The account's current origin (after a migration, the new one)."""
+        return self.driver.machine.account.origin
+
+    def grant_status(self) -> GrantStatus:
+        """What is known about this client's grant (expiry times, whether a
+        refresh is due); never a token."""
+        machine = self.driver.machine
+        return GrantStatus.of(
+            machine.account.origin, machine.tokens, self.driver.now(), machine.config
+        )
+
+    def authorization_url(
+        self, *, state: str | None = None, code_verifier: str | None = None
+    ) -> AuthorizationStart:
+        """Start a login (no I/O): the URL to send the user to, and the
+        ``state`` and ``code_verifier`` to keep until the callback (generated
+        with :mod:`secrets` unless given)."""
+        check_login_app(self.driver.machine.credential)
+        state, code_verifier = login_values(state, code_verifier, self.driver.machine.config)
+        return AuthorizationStart(self.driver.authorize(state, code_verifier), state, code_verifier)
+
+    def complete_authorization(
+        self,
+        callback_url: str,
+        *,
+        state: str | None = None,
+        code_verifier: str | None = None,
+        redirected_at: float | None = None,
+    ) -> None:
+        """Finish a login with the URL the browser came back to: exchange the
+        code and store the grant.  Pass the ``state`` and ``code_verifier`` that
+        :meth:`authorization_url` returned when this client is not the one that
+        started the login (a web application's callback request)."""
+        if state is not None:
+            self.driver.authorize(state, code_verifier)
+        self.driver.complete_authorization(callback_url, redirected_at=redirected_at)
+
+    def login(
+        self,
+        *,
+        open_browser: bool = True,
+        timeout: float = 300.0,
+        state: str | None = None,
+        code_verifier: str | None = None,
+        show: Callable[[str], None] | None = None,
+        countdown: Callable[[float], None] | None = None,
+    ) -> None:
+        """Log in from a desktop or command-line program: listen on the
+        redirect URI (``http://127.0.0.1:PORT/...`` or ``localhost``), show the
+        authorize URL (``show(url)``, default: print it to stderr) and open it
+        in a browser, wait up to ``timeout`` seconds for the callback, exchange
+        the code and store the grant."""
+        app = check_login_app(self.driver.machine.credential)
+        start = self.authorization_url(state=state, code_verifier=code_verifier)
+        with LoopbackReceiver(app.redirect_uri, start.state) as receiver:
+            announce_login(start.url, open_browser=open_browser, show=show)
+            callback = receiver.wait(timeout, countdown)
+        self.complete_authorization(callback, redirected_at=self.driver.now())
+
+    def logout(self) -> None:
+        """Forget the grant and delete it from the store."""
+        self.driver.logout()
 
     def close(self) -> None:
         """Close the driver, and the transport if this client owns one."""

@@ -163,6 +163,14 @@ from ._http import (
     send_retryable,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
+from .login import (
+    AuthorizationStart,
+    GrantStatus,
+    LoopbackReceiver,
+    announce_login,
+    check_login_app,
+    login_values,
+)
 from .stores import GrantStore, TokenStore, open_grant
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
@@ -315,6 +323,10 @@ class Driver:
         network, so this is not a coroutine."""
         work: _Work = deque()
         self._handle(LogoutRequested(now=self._clock()), None, work)
+
+    def now(self) -> float:
+        """The driver's clock (wall-clock seconds)."""
+        return self._clock()
 
     async def tick(self) -> None:
         """Tell the machine the time: start a refresh that is due (so tokens
@@ -608,6 +620,74 @@ class Client:
     async def delete(self, path: str, **kwargs: Any) -> Response:
         return await self.request("DELETE", path, **kwargs)
 
+    async def patch(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("PATCH", path, **kwargs)
+
+    # -- login (see cfauth.login; the same as cfauth.sync.Client's) ----------------
+
+    @property
+    def account(self) -> str:
+        """The account's current origin (after a migration, the new one)."""
+        return self.driver.machine.account.origin
+
+    def grant_status(self) -> GrantStatus:
+        """What is known about this client's grant; never a token."""
+        machine = self.driver.machine
+        return GrantStatus.of(
+            machine.account.origin, machine.tokens, self.driver.now(), machine.config
+        )
+
+    def authorization_url(
+        self, *, state: str | None = None, code_verifier: str | None = None
+    ) -> AuthorizationStart:
+        """Start a login (no I/O, so not a coroutine): the URL, and the values to keep."""
+        check_login_app(self.driver.machine.credential)
+        state, code_verifier = login_values(state, code_verifier, self.driver.machine.config)
+        return AuthorizationStart(self.driver.authorize(state, code_verifier), state, code_verifier)
+
+    async def complete_authorization(
+        self,
+        callback_url: str,
+        *,
+        state: str | None = None,
+        code_verifier: str | None = None,
+        redirected_at: float | None = None,
+    ) -> None:
+        """Finish a login with the URL the browser came back to (see
+        :meth:`cfauth.sync.Client.complete_authorization`)."""
+        if state is not None:
+            self.driver.authorize(state, code_verifier)
+        await self.driver.complete_authorization(callback_url, redirected_at=redirected_at)
+
+    async def login(
+        self,
+        *,
+        open_browser: bool = True,
+        timeout: float = 300.0,
+        state: str | None = None,
+        code_verifier: str | None = None,
+        show: Callable[[str], None] | None = None,
+        countdown: Callable[[float], None] | None = None,
+    ) -> None:
+        """Log in from a desktop or command-line program (see
+        :meth:`cfauth.sync.Client.login`); the receiver waits in a worker thread."""
+        app = check_login_app(self.driver.machine.credential)
+        start = self.authorization_url(state=state, code_verifier=code_verifier)
+        with LoopbackReceiver(app.redirect_uri, start.state) as receiver:
+            announce_login(start.url, open_browser=open_browser, show=show)
+            try:
+                callback = await trio.to_thread.run_sync(
+                    receiver.wait, timeout, countdown, abandon_on_cancel=True
+                )
+            except trio.Cancelled:
+                receiver.cancel()
+                raise
+        await self.complete_authorization(callback, redirected_at=self.driver.now())
+
+    async def logout(self) -> None:
+        """Forget the grant and delete it from the store."""
+        self.driver.logout()
+
     async def aclose(self) -> None:
         await self.driver.aclose()
         if self._transport is not None:
@@ -634,9 +714,11 @@ def client(
     total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     resolve: Mapping[str, str] | None = None,
+    pool_size: int | None = None,
     max_connections_per_origin: int = 10,
     on_behalf: str | None = None,
     forwarded_for: str | None = None,
+    on_account_moved: Callable[[str, str], None] | None = None,
 ) -> Client:
     """A ready :class:`Client` over an :class:`H11Transport` it owns.
 
@@ -656,9 +738,9 @@ def client(
         total_timeout=total_timeout,
         max_response_size=max_response_size,
         resolve=resolve,
-        max_connections_per_origin=max_connections_per_origin,
+        max_connections_per_origin=max_connections_per_origin if pool_size is None else pool_size,
     )
-    driver = Driver(machine, transport, store=store)
+    driver = Driver(machine, transport, store=store, on_account_moved=on_account_moved)
     return Client(driver, on_behalf=on_behalf, forwarded_for=forwarded_for, transport=transport)
 
 

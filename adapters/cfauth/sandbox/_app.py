@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
-from cfauth_core import InvalidInput
+from cfauth_core import CfauthError, InvalidInput
 
 from ._clock import Clock, SandboxClock
 from ._model import Credential, RequestRecord, SandboxAccount, SandboxRequest, SandboxResponse
@@ -47,6 +47,8 @@ REGIONS = ("na1", "eu1")
 EVIL_HOST = "evil.example"
 """An untrusted host the sandbox also serves (and records) so redirects to it can be tested."""
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8976/callback"
+CONTROL_PREFIX = "/_sandbox/"
+"""The control path (off unless :meth:`SandboxApp.enable_control` was called)."""
 """The redirect URI of each account's default OAuth2 client."""
 
 REALM = "Service"
@@ -305,6 +307,7 @@ class SandboxApp:
         clock: Clock | None = None,
         *,
         on_request: Callable[[RequestRecord], None] | None = None,
+        redirect_uri: str = DEFAULT_REDIRECT_URI,
     ) -> None:
         if isinstance(accounts, str):
             accounts = (accounts,)
@@ -326,6 +329,9 @@ class SandboxApp:
         self.access_token_lifetime: int = ACCESS_TOKEN_LIFETIME
         self.refresh_token_lifetime: int = REFRESH_TOKEN_LIFETIME
         self.code_lifetime: int = CODE_LIFETIME
+        self.control_token: str | None = None
+        """The token the control path (``/_sandbox/...``) requires in the
+        ``X-Sandbox-Control`` header; ``None`` (the default) turns the path off."""
         self._on_request = on_request
         self._accounts: dict[str, _Account] = {}
         self._hosts: dict[str, tuple[str, str | None]] = {}
@@ -358,7 +364,7 @@ class SandboxApp:
             self._hosts[f"{name}.checkfront.com"] = (name, None)
             for region in REGIONS:
                 self._hosts[f"{name}.manage.{region}.bookingplatform.app"] = (name, region)
-            client_id, _ = self.register_client(name, DEFAULT_REDIRECT_URI)
+            client_id, _ = self.register_client(name, redirect_uri)
             account.default_client = client_id
 
     # -- configuration and inspection -------------------------------------------------
@@ -585,7 +591,10 @@ class SandboxApp:
         with self._lock:
             parsed = self._parse(request)
             try:
-                response = self._route(parsed)
+                if parsed.path.startswith(CONTROL_PREFIX):
+                    response = self._control(parsed)
+                else:
+                    response = self._route(parsed)
             except Exception as exc:  # a sandbox bug: answer 500 rather than hang the client
                 response = _error(500, "server_error", f"sandbox error: {type(exc).__name__}")
             record = self._record(parsed, response)
@@ -595,6 +604,60 @@ class SandboxApp:
         return response
 
     # -- internals --------------------------------------------------------------------
+
+    def enable_control(self) -> str:
+        """Turn on the control path with a fresh token; return the token."""
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self.control_token = token
+            self._secrets.add(token)
+        return token
+
+    def _control(self, rq: _Parsed) -> SandboxResponse:
+        """``POST /_sandbox/ACTION`` with ``X-Sandbox-Control: TOKEN`` and form fields:
+        ``advance`` (seconds), ``migrate`` (account, region), ``revoke`` (account: every
+        grant), ``revoke-access`` (account: access tokens only), ``fail-next`` (status,
+        n, retry_after)."""
+        token = self.control_token
+        given = rq.request.header("X-Sandbox-Control") or ""
+        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+            return _error(
+                403,
+                "forbidden",
+                "the control path needs the token the sandbox printed at start, in the "
+                "X-Sandbox-Control header",
+            )
+        if rq.request.method != "POST":
+            return _error(405, "invalid_request", "use POST for the control path")
+        action = rq.path[len(CONTROL_PREFIX) :]
+        fields = dict(rq.form)
+        try:
+            if action == "advance":
+                self.clock.advance(float(fields["seconds"]))
+            elif action == "migrate":
+                self.migrate(fields["account"], fields.get("region") or "na1")
+            elif action == "revoke":
+                self.revoke_grants(fields["account"])
+            elif action == "revoke-access":
+                self.revoke_access_token(fields["account"])
+            elif action == "fail-next":
+                self.fail_next(
+                    int(fields.get("n") or "1"),
+                    status=int(fields["status"]),
+                    retry_after=fields.get("retry_after") or None,
+                )
+            elif action != "ping":
+                return _error(
+                    404,
+                    "invalid_request",
+                    f"no control action {action!r}; use advance, migrate, revoke, "
+                    "revoke-access, fail-next or ping",
+                )
+        except KeyError as missing:
+            return _error(400, "invalid_request", f"control {action}: field {missing} missing")
+        except (ValueError, CfauthError) as error:
+            return _error(400, "invalid_request", f"control {action}: {error}")
+        return _json_response(200, {"ok": True, "action": action, "now": self.clock.now()})
 
     def _new_secret(self) -> str:
         value = secrets.token_hex(20)

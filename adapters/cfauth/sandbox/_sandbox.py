@@ -19,7 +19,7 @@ except ImportError as error:  # installed without the sandbox extra
 
 from cfauth_core import InvalidInput, LocalProtocolError
 
-from ._app import EVIL_HOST, SandboxApp
+from ._app import DEFAULT_REDIRECT_URI, EVIL_HOST, SandboxApp
 from ._clock import Clock
 from ._model import RequestRecord
 from ._server import SandboxServer
@@ -55,16 +55,17 @@ class Sandbox(SandboxApp):
         *,
         port: int = 0,
         on_request: Callable[[RequestRecord], None] | None = None,
+        redirect_uri: str = DEFAULT_REDIRECT_URI,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
             raise InvalidInput(
                 f"port={port!r}: pass a port number from 1 to 65535, or 0 for any free port"
             )
-        super().__init__(accounts, clock, on_request=on_request)
+        super().__init__(accounts, clock, on_request=on_request, redirect_uri=redirect_uri)
         self._requested_port = port
         self.ca = trustme.CA()
         """The one certificate authority behind the sandbox's certificate."""
-        self._leaf = self.ca.issue_cert(*self.hosts)
+        self._leaf = self.ca.issue_cert(*self.hosts, "127.0.0.1")  # 127.0.0.1: the control path
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
         self._tmpdir: str | None = None

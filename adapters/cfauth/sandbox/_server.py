@@ -119,7 +119,9 @@ class SandboxServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 1024
-    allow_reuse_address = False
+    # SO_REUSEADDR: a restarted sandbox can bind its port again at once while the
+    # old connections linger in TIME_WAIT (a port in use by a listener stays refused).
+    allow_reuse_address = True
 
     def __init__(self, port: int, app: SandboxApp, context: ssl.SSLContext) -> None:
         self.app = app
