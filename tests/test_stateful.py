@@ -331,6 +331,7 @@ class Harness(RuleBasedStateMachine):
         self.refused: set[str] = set()
         self.open: set[int] = set()
         self.ended: set[int] = set()
+        self.endings: dict[int, int] = {}  # Deliver or Fail actions seen per call
         self.parked: dict[int, float] = {}
         self.due_pending = False
         self.lease_held = False
@@ -406,6 +407,7 @@ class Harness(RuleBasedStateMachine):
                 assert action.reason in ("expiring", "keep-alive", "rejected")
                 self.due_pending = True
             elif isinstance(action, (Deliver, Fail)):
+                self.endings[action.call_id] = self.endings.get(action.call_id, 0) + 1
                 assert action.call_id in self.open, f"(f) {action!r} for a call not open"
                 self.open.discard(action.call_id)
                 self.ended.add(action.call_id)
@@ -1080,6 +1082,16 @@ class Harness(RuleBasedStateMachine):
         assert not self.due_pending, "(j) a RefreshDue was never answered"
         assert not self.inflight
         assert self.m.state not in (State.LEASING, State.REFRESHING, State.EXCHANGING)
+
+    @invariant()
+    def calls_end_once(self) -> None:
+        # (f) after every step: a call ended by at most one Deliver or Fail (a
+        # cancelled one by none), and an ended call is no longer in progress.
+        assert set(self.endings) <= self.ended
+        assert all(count == 1 for count in self.endings.values()), self.endings
+        assert not self.open & self.ended
+        assert not self.ended & set(self.parked)
+        assert not self.ended & {s.call_id for s in self.inflight.values()}
 
     @invariant()
     def consistent(self) -> None:
