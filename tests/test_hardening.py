@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -58,6 +57,7 @@ from cfauth_core import (
     UntrustedRedirect,
 )
 from cfauth_core._account import is_oauth_path
+from tests.helpers import only
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -73,10 +73,6 @@ A = TypeVar("A", bound=Action)
 
 def state_of(m: Machine) -> State:
     return m.state
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
 
 
 def tokens(n: int, *, at: float = NOW, life: float = 14000.0) -> TokenSet:

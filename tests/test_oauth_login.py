@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from base64 import b64encode
-from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +39,7 @@ from cfauth_core import (
     Store,
     TokenSet,
 )
+from tests.helpers import one, only
 
 NOW = 1_700_000_000.0
 CLIENT_ID = "client-id"
@@ -61,16 +61,6 @@ CLIENT_BASIC = "Basic " + b64encode(b"client-id:s3cr%2Bt").decode()
 SECRET_FORMS = (CLIENT_SECRET, "s3cr%2Bt", "s3cr%2bt", CLIENT_BASIC.split()[1])
 
 A = TypeVar("A", bound=Action)
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def one(actions: Sequence[Action], kind: type[A]) -> A:
-    found = only(actions, kind)
-    assert len(found) == 1, actions
-    return found[0]
 
 
 def machine(config: Config | None = None) -> Machine:

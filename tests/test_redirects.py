@@ -32,7 +32,6 @@ from cfauth_core import (
     RefreshDue,
     RefreshFailed,
     ReleaseLease,
-    Request,
     ResponseReceived,
     Send,
     Store,
@@ -41,6 +40,7 @@ from cfauth_core import (
     UntrustedRedirect,
 )
 from cfauth_core._events import Headers
+from tests.helpers import header
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -77,12 +77,6 @@ def make_machine(kind: str, account: Account | None = None) -> Machine:
 
 def expected_auth(kind: str) -> str:
     return API_KEY.authorization if kind == "apikey" else "Bearer " + ACCESS
-
-
-def header(request: Request, name: str) -> str | None:
-    values = [v for k, v in request.headers if k.lower() == name.lower()]
-    assert len(values) <= 1, f"{name} appears {len(values)} times"
-    return values[0] if values else None
 
 
 def sends(actions: Sequence[Action]) -> list[Send]:

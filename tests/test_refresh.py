@@ -31,7 +31,6 @@ from cfauth_core import (
     RefreshDue,
     RefreshFailed,
     ReleaseLease,
-    ResponseReceived,
     Send,
     SendFailed,
     State,
@@ -40,6 +39,7 @@ from cfauth_core import (
     TokensLoaded,
     TransportError,
 )
+from tests.helpers import one, only, respond
 
 NOW = 1_700_000_000.0
 DAY = 24 * 3600.0
@@ -51,16 +51,6 @@ APP = OAuth2App("client-id", "s3cr+t", "https://app.example/cb")
 CLIENT_BASIC = "Basic " + b64encode(b"client-id:s3cr%2Bt").decode()
 
 A = TypeVar("A", bound=Action)
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def one(actions: Sequence[Action], kind: type[A]) -> A:
-    found = only(actions, kind)
-    assert len(found) == 1, actions
-    return found[0]
 
 
 def index(actions: Sequence[Action], kind: type[Action]) -> int:
@@ -129,21 +119,6 @@ def token_body(n: int, *, expires_in: int = 14000, rotate: bool = True) -> bytes
     if rotate:
         fields["refresh_token"] = f"RT-{n}"
     return json.dumps(fields).encode()
-
-
-def respond(
-    m: Machine,
-    send: Send,
-    status: int = 200,
-    body: bytes = b"{}",
-    now: float = NOW,
-    headers: Sequence[tuple[str, str]] = (),
-) -> list[Action]:
-    return m.handle(
-        ResponseReceived(
-            now=now, request_id=send.request_id, status=status, headers=list(headers), body=body
-        )
-    )
 
 
 def start_refresh(m: Machine, now: float = NOW) -> tuple[int, Send]:

@@ -21,9 +21,10 @@ against the guarantees of the design:
     new tokens, if any) within a bounded number of answers to its refresh,
     and draining every request at the end releases it.
 
-Behaviour the core currently gets wrong is listed in ``KNOWN_CORE_BUGS``: the
-random tests do not generate those inputs, and a focused test at the end of
-this file shows each bug (``xfail`` while it stands).
+The model's rules about other processes: under the lease, another process's
+pair is adopted whatever its ``updated_at`` says (its clock may lag); outside
+the lease only a pair at least as recent as the machine's is adopted, and an
+older one (a lagging read) is ignored.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ from cfauth_core import (
 )
 from cfauth_core import Account as _Account
 from cfauth_core._account import is_oauth_path
+from tests.helpers import header
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -105,18 +107,6 @@ API_B64 = API_KEY.authorization.split(" ", 1)[1]
 #: Where an account named ``acme`` may migrate to (https, port 443).
 MIGRATION_ORIGIN = re.compile(r"https://acme\.manage\.[a-z]{2}[0-9]{1,2}\.bookingplatform\.app")
 
-#: Inputs on which the core is known to misbehave (see the focused tests at the
-#: end of this file).  The random tests avoid them; remove an entry once its
-#: focused test passes.
-KNOWN_CORE_BUGS: frozenset[str] = frozenset(
-    {
-        # Under the lease, stored tokens with a different refresh token but an
-        # older updated_at (clock skew between processes) are ignored and the
-        # rotated-out refresh token is sent.
-        "store-clock-skew",
-    }
-)
-
 SETTINGS = settings(
     max_examples=200,
     stateful_step_count=50,
@@ -128,13 +118,6 @@ SETTINGS = settings(
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def header(headers: Any, name: str) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return str(value)
-    return None
 
 
 def origin_of(url: str) -> str:
@@ -614,7 +597,7 @@ class Harness(RuleBasedStateMachine):
             ResponseReceived(now=self.now, request_id=sent[1], status=401, headers=(), body=b"")
         )
         if self.due_pending:
-            self.answer_refresh_due("store")
+            self.answer_refresh_due("store", 0.0)
 
     @precondition(lambda self: self.OAUTH)
     @rule(
@@ -812,19 +795,26 @@ class Harness(RuleBasedStateMachine):
 
     # -- the store and its lease ------------------------------------------------------
 
-    def other_process_tokens(self, life: float = 14_000.0) -> TokenSet:
-        """Tokens a refresh by another process stored (rotating the stored pair)."""
-        stamp = self.now
-        if "store-clock-skew" in KNOWN_CORE_BUGS:
-            current = [t.updated_at for t in (self.store, self.m.tokens) if t is not None]
-            stamp = max([stamp, *current])
+    def other_process_tokens(self, life: float = 14_000.0, skew: float | None = None) -> TokenSet:
+        """Tokens a refresh by another process stored (rotating the stored pair).
+
+        With ``skew`` the other process's clock lags so far that the pair is
+        stamped ``skew`` seconds before the latest pair seen; without it, the
+        pair is at least as recent as every pair seen.
+        """
+        current = [t.updated_at for t in (self.store, self.m.tokens) if t is not None]
+        latest = max([self.now, *current])
+        stamp = latest if skew is None else min([self.now, *current]) - skew
         tokens = tokens_at(stamp, self.fresh(), life=life)
         self.remember_store(tokens)
         return tokens
 
     @precondition(lambda self: self.due_pending)
-    @rule(answer=st.sampled_from(["store", "none", "newer", "newer-expiring", "lease-failed"]))
-    def answer_refresh_due(self, answer: str) -> None:
+    @rule(
+        answer=st.sampled_from(["store", "none", "newer", "newer-expiring", "lease-failed"]),
+        skew=st.sampled_from([0.0, 5.0, 3_600.0]),  # 0: same stamp
+    )
+    def answer_refresh_due(self, answer: str, skew: float) -> None:
         assert self.state() is State.LEASING
         self.due_pending = False
         if answer == "lease-failed":
@@ -838,21 +828,18 @@ class Harness(RuleBasedStateMachine):
         elif answer == "none":
             tokens = None
         elif answer == "newer":
-            tokens = self.other_process_tokens()
+            # Under the lease the store is the truth, however far the clock lags.
+            tokens = self.other_process_tokens(skew=skew)
         else:
-            tokens = self.other_process_tokens(life=100.0)
+            tokens = self.other_process_tokens(life=100.0, skew=skew)
         self.lease_held = True
         self.lease_answers = 0
         self.feed(TokensLoaded(now=self.now, tokens=tokens))
         if answer == "newer" and self.state() is State.READY:
             assert self.m.tokens == tokens
 
-    @precondition(
-        lambda self: (
-            not self.due_pending and (self.OAUTH or "apikey-tokens-loaded" not in KNOWN_CORE_BUGS)
-        )
-    )
-    @rule(answer=st.sampled_from(["store", "none", "newer"]))
+    @precondition(lambda self: not self.due_pending)
+    @rule(answer=st.sampled_from(["store", "none", "newer", "lagging"]))
     def tokens_loaded_unprompted(self, answer: str) -> None:
         """The adapter reloads the store (e.g. another process logged in or refreshed)."""
         # Another process may refresh, unless this machine holds the lease.
@@ -860,6 +847,13 @@ class Harness(RuleBasedStateMachine):
         tokens = self.store if answer == "store" else None
         if newer:
             tokens = self.other_process_tokens()
+        lagging = answer == "lagging" and self.m.tokens is not None
+        if lagging:
+            # A read that lags: a pair older than the machine's, never stored by
+            # the model, so its tokens count as unstored if they were ever used.
+            assert self.m.tokens is not None
+            tokens = tokens_at(self.m.tokens.updated_at - 1.0, self.fresh())
+        before = self.m.tokens
         event = TokensLoaded(now=self.now, tokens=tokens)
         if TokensLoaded not in EVENTS_ALLOWED[self.m.state]:
             self.expect_refused(event)
@@ -872,6 +866,8 @@ class Harness(RuleBasedStateMachine):
         if newer:
             assert self.state() is State.READY
             assert self.m.tokens == tokens
+        if lagging:
+            assert self.m.tokens == before, "an older pair outside the lease was adopted"
 
     # -- cancellation -------------------------------------------------------------------
 
@@ -1230,9 +1226,11 @@ def test_call_redirected_to_token_url_does_not_carry_credentials_there(oauth: bo
             body=b"",
         )
     )
-    for action in actions:
-        if isinstance(action, Send):
-            assert urlsplit(action.request.url).path != TOKEN_PATH
+    # The call fails (the redirect is refused); nothing goes to the token URL.
+    assert [type(a) for a in actions] == [Fail]
+    fail = actions[0]
+    assert isinstance(fail, Fail)
+    assert fail.call_id == send.call_id
 
 
 def test_lease_adopts_rotated_store_tokens_despite_clock_skew() -> None:

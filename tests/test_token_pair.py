@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from base64 import b64encode
-from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import parse_qs
 
@@ -34,6 +33,7 @@ from cfauth_core import (
     TokensLoaded,
     TransportError,
 )
+from tests.helpers import one, only
 
 NOW = 1_700_000_000.0
 KEY = "0123456789abcdef"
@@ -42,16 +42,6 @@ BASIC = "Basic " + b64encode(f"{KEY}:{SECRET}".encode()).decode()
 API = "https://acme.checkfront.com/api/3.0/"
 
 A = TypeVar("A", bound=Action)
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def one(actions: Sequence[Action], kind: type[A]) -> A:
-    found = only(actions, kind)
-    assert len(found) == 1, actions
-    return found[0]
 
 
 def machine() -> Machine:

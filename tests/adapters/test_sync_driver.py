@@ -21,6 +21,7 @@ from cfauth_core import (
     Account,
     ApiKey,
     CredentialsRejected,
+    LocalProtocolError,
     Machine,
     OAuth2App,
     RateLimited,
@@ -366,7 +367,7 @@ def test_login_then_call(server: FakeCheckfront) -> None:
 def test_closed_driver_refuses_calls(server: FakeCheckfront) -> None:
     with Driver(Machine(Account.parse("acme"), ApiKey("k", "secret")), server) as driver:
         assert driver.request("GET", "item").status == 200
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(LocalProtocolError, match="this client is closed; create a new one"):
         driver.request("GET", "item")
 
 

@@ -29,6 +29,7 @@ from cfauth_core import (
     Request,
     TokenSet,
 )
+from tests.helpers import header
 
 NOW = 1_700_000_000.0
 ORIGIN = "https://acme.checkfront.com"
@@ -46,10 +47,6 @@ def expired_tokens() -> TokenSet:
 
 def fresh_tokens() -> TokenSet:
     return TokenSet("AT-0", "RT-0", NOW + 10000, NOW + 86400 * 10, NOW - 4000)
-
-
-def header(request: Request, name: str) -> str | None:
-    return next((v for k, v in request.headers if k.lower() == name.lower()), None)
 
 
 def token_response(n: int) -> Response:
