@@ -109,69 +109,36 @@ except ImportError as error:  # installed without the trio extra
 
 from cfauth_core import (
     Account,
-    AccountMoved,
-    Action,
-    AuthorizationFailed,
-    AuthorizationLost,
-    AuthorizationRequested,
-    AuthorizeAt,
-    Authorized,
-    CallAccepted,
     CallbackReceived,
-    CallCancelled,
-    CallRequested,
     ClockTick,
     Config,
     Credential,
     Deliver,
-    Event,
     Fail,
-    Forget,
-    LeaseFailed,
-    LocalProtocolError,
     LogoutRequested,
     Machine,
     Params,
-    RefreshAborted,
-    RefreshDue,
-    ReleaseLease,
     Request,
-    ResponseReceived,
-    RetryAt,
     Send,
-    SendFailed,
     Store,
     TokenSet,
-    TokensLoaded,
-    check_header_value,
 )
 
+from ._driver import BaseClient, DriverCore, Steps, Work, new_machine, take_lease
 from ._http import (
     DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_TOTAL_TIMEOUT,
     Response,
     TransportFailure,
-    call_headers,
-    check_api_response,
     check_limits,
     failure_reason,
-    iso_time,
-    iso_times,
     replayable,
     request_failure,
     response_cap,
-    send_retryable,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
-from .login import (
-    AuthorizationStart,
-    GrantStatus,
-    LoopbackReceiver,
-    announce_login,
-    check_login_app,
-    login_values,
-)
-from .stores import GrantStore, TokenStore, open_grant
+from .login import LoopbackReceiver, announce_login, check_login_app
+from .stores import GrantStore, TokenStore
 
 __all__ = ["AsyncTransport", "Client", "Driver", "H11Transport", "client"]
 
@@ -181,25 +148,8 @@ log = logging.getLogger("cfauth")
 #: retries) and return the response, or raise ``TransportFailure``/``OSError``.
 AsyncTransport = Callable[[Request], Awaitable[Response]]
 
-#: Work a task executes, in order.
-_Work = deque[Action]
 
-
-def _take_lease(store: TokenStore, unsaved: TokenSet | None) -> TokenSet | None:
-    """Take the store's lease, save ``unsaved`` (tokens an earlier save failed
-    to store) and reload, in a worker thread; if that fails, release the lease
-    before raising."""
-    store.acquire_lease()
-    try:
-        if unsaved is not None:  # under the lease the store must not lag behind
-            store.save(unsaved)
-        return store.load()
-    except BaseException:
-        store.release_lease()
-        raise
-
-
-class Driver:
+class Driver(DriverCore):
     """Drives one machine (one grant) over an async transport, for any number of tasks.
 
     ``store`` persists tokens and provides the cross-process refresh lease;
@@ -220,22 +170,13 @@ class Driver:
         sleep: Callable[[float], Awaitable[None]] = trio.sleep,
         on_account_moved: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.machine = machine
+        super().__init__(machine, store, clock, on_account_moved)
         self._send = send
-        self._store = store
-        self._clock = clock
         self._sleep = sleep
-        self._on_account_moved = on_account_moved
         self._wakeups: dict[int, trio.Event] = {}
-        self._mail: dict[int, _Work] = {}
-        self._outcomes: dict[int, Deliver | Fail] = {}
-        self._login: Authorized | AuthorizationFailed | None = None
-        self._authorize_url: str | None = None
-        self._unsaved: TokenSet | None = None  # tokens the store failed to save
         self._pending_saves = 0  # Store actions routed but not yet saved
         self._saved = trio.Event()  # set when no save is pending
         self._saved.set()
-        self._closed = False
 
     # -- public API -----------------------------------------------------------
 
@@ -250,31 +191,15 @@ class Driver:
     ) -> Response:
         """Make one API call; return its response (any status) or raise the
         :class:`~cfauth_core.CfauthError` the call failed with."""
-        if self._closed:
-            raise LocalProtocolError("this client is closed; create a new one")
-        event = CallRequested(
-            now=self._clock(),
-            method=method,
-            path=path,
-            params=params,
-            data=data,
-            headers=tuple(headers),
-        )
-        work: _Work = deque()
-        actions = self.machine.handle(event)
-        accepted = actions[0]
-        assert isinstance(accepted, CallAccepted)
-        call_id = accepted.call_id
-        self._mail[call_id] = deque()
-        self._route(actions, call_id, work)
+        event = self._call_requested(method, path, params, data, headers)
+        work: Work = deque()
+        call_id = self._start_call(event, work)
         try:
             outcome = await self._run_call(call_id, work)
         finally:
             self._mail.pop(call_id, None)
             self._wakeups.pop(call_id, None)
-        if isinstance(outcome, Fail):
-            raise outcome.error
-        return Response(outcome.status, outcome.headers, outcome.body, outcome.url)
+        return self._response(outcome)
 
     def authorize(self, state: str, code_verifier: str | None) -> str:
         """Start an OAuth2 login; return the URL to send the user to.
@@ -283,17 +208,7 @@ class Driver:
         (``secrets.token_urlsafe(16)`` and ``secrets.token_urlsafe(64)``).
         No I/O happens, so this is not a coroutine.
         """
-        work: _Work = deque()
-        self._authorize_url = None
-        self._handle(
-            AuthorizationRequested(now=self._clock(), state=state, code_verifier=code_verifier),
-            None,
-            work,
-        )
-        url = self._authorize_url
-        assert url is not None
-        assert not work
-        return url
+        return self._start_login(state, code_verifier)
 
     async def complete_authorization(
         self, callback: str, *, redirected_at: float | None = None
@@ -301,7 +216,7 @@ class Driver:
         """Finish a login with the URL (or query string) the browser came back
         to; return when the code is exchanged and the tokens stored.  Raises
         the error the login failed with."""
-        work: _Work = deque()
+        work: Work = deque()
         event = CallbackReceived(now=self._clock(), url=callback, redirected_at=redirected_at)
         # The URL holds the code: keep it out of this frame's locals, which
         # error reporters upload with the traceback of a failed login.
@@ -309,11 +224,7 @@ class Driver:
         self._login = None
         self._handle(event, None, work)
         await self._execute(work, None)
-        result, self._login = self._login, None
-        if isinstance(result, AuthorizationFailed):
-            raise result.error
-        if result is None:  # pragma: no cover - the machine always ends a login it started
-            raise LocalProtocolError("the login did not finish")
+        self._login_result()
 
     def logout(self) -> None:
         """Forget the grant: the machine drops its tokens and the store deletes its
@@ -321,23 +232,19 @@ class Driver:
         Raises :exc:`~cfauth_core.LocalProtocolError` while a refresh or a login's
         code exchange is in flight (log out once it has ended).  No I/O on the
         network, so this is not a coroutine."""
-        work: _Work = deque()
+        work: Work = deque()
         self._handle(LogoutRequested(now=self._clock()), None, work)
-
-    def now(self) -> float:
-        """The driver's clock (wall-clock seconds)."""
-        return self._clock()
 
     async def tick(self) -> None:
         """Tell the machine the time: start a refresh that is due (so tokens
         stay fresh between calls) and run it to completion."""
-        work: _Work = deque()
+        work: Work = deque()
         self._handle(ClockTick(now=self._clock()), None, work)
         await self._execute(work, None)
 
     def scrub(self, text: str, limit: int = 300) -> str:
         """Server text made fit for a message: see :meth:`cfauth_core.Machine.scrub`."""
-        return self.machine.scrub(text, limit)
+        return self.scrub_text(text, limit)
 
     async def aclose(self) -> None:
         """Refuse new calls.  Closing the transport is the transport's owner's job."""
@@ -351,7 +258,7 @@ class Driver:
 
     # -- the loop -----------------------------------------------------------------
 
-    async def _run_call(self, call_id: int, work: _Work) -> Deliver | Fail:
+    async def _run_call(self, call_id: int, work: Work) -> Deliver | Fail:
         while True:
             await self._execute(work, call_id)
             mail = self._mail[call_id]
@@ -362,7 +269,7 @@ class Driver:
                 except BaseException:
                     # Cancelled while waiting: what arrived for this call will
                     # not be executed; report it, and the call, as abandoned.
-                    await self._abandon(None, mail, call_id)
+                    await self._abandon(mail, call_id)
                     raise
             outcome = self._outcomes.pop(call_id, None)
             if outcome is not None:
@@ -371,85 +278,20 @@ class Driver:
             work.extend(mail)
             mail.clear()
 
-    def _handle(self, event: Event, owner: int | None, work: _Work) -> None:
-        """Feed one event and route its actions (without awaiting: atomic)."""
-        self._route(self.machine.handle(event), owner, work)
-
-    def _route(self, actions: list[Action], owner: int | None, work: _Work) -> None:
-        """Hand each action to whoever executes it (without awaiting: atomic)."""
-        for action in actions:
-            kind = type(action)
-            if kind is Send or kind is RetryAt:
-                call_id = action.call_id  # type: ignore[attr-defined]
-                if call_id is None or call_id == owner:
-                    work.append(action)
-                else:
-                    self._mail[call_id].append(action)
-                    self._wake(call_id)
-            elif kind is Deliver or kind is Fail:
-                call_id = action.call_id  # type: ignore[attr-defined]
-                self._outcomes[call_id] = action  # type: ignore[assignment]
-                self._wake(call_id)
-            elif kind is Store:
-                log.debug(
-                    "storing new tokens (expiring at %s)",
-                    iso_time(action.tokens.expires_at),  # type: ignore[attr-defined]
-                )
-                if self._store is not None:  # saved in a worker thread; Sends wait for it
-                    if self._pending_saves == 0:
-                        self._saved = trio.Event()
-                    self._pending_saves += 1
-                    work.append(action)
-            elif kind is RefreshDue or kind is ReleaseLease:
-                log.debug("%s", iso_times(repr(action)))
-                work.append(action)
-            elif kind is AccountMoved:
-                assert isinstance(action, AccountMoved)
-                log.info("the account moved from %s to %s", action.old_origin, action.new_origin)
-                if self._on_account_moved is not None:
-                    self._on_account_moved(action.old_origin, action.new_origin)
-                if self._store is not None:  # persisted in a worker thread, before what follows
-                    work.append(action)
-            elif kind is Authorized or kind is AuthorizationFailed:
-                self._login = action  # type: ignore[assignment]
-            elif kind is AuthorizeAt:
-                self._authorize_url = action.url  # type: ignore[attr-defined]
-            elif kind is Forget:
-                self._unsaved = None
-                if self._store is not None:
-                    self._store.delete()
-            elif kind is RefreshAborted or kind is AuthorizationLost:
-                log.warning("%s", action.error)  # type: ignore[attr-defined]
-
     def _wake(self, call_id: int) -> None:
         wakeup = self._wakeups.get(call_id)
         if wakeup is not None:
             wakeup.set()
 
-    async def _save(self, action: Store) -> None:
-        """Save new tokens in a worker thread, then let the waiting Sends go."""
-        assert self._store is not None
-        try:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._store.save, action.tokens)
-            self._unsaved = None
-        except Exception as error:
-            # The machine already uses the new tokens (the old refresh token
-            # is rotated away), so they are kept in memory and saved again
-            # before the next refresh reads the store; stopping here would
-            # leave the lease held and the waiting calls stranded.
-            self._unsaved = action.tokens
-            log.error(  # no traceback: it may quote the record
-                "the new tokens could not be stored (%s); they are used from "
-                "memory, log in again after a restart if the store stays broken",
-                failure_reason(error),
-            )
-        finally:
-            self._pending_saves -= 1
-            if self._pending_saves == 0:
-                self._saved.set()
+    def _on_store(self, action: Store, work: Work) -> None:
+        # Saved in a worker thread by this task, in list order; every Send
+        # waits until no save is pending (see "Store I/O" above).
+        if self._pending_saves == 0:
+            self._saved = trio.Event()
+        self._pending_saves += 1
+        work.append(action)
 
-    async def _execute(self, work: _Work, owner: int | None) -> None:
+    async def _execute(self, work: Work, owner: int | None) -> None:
         """Execute ``work`` in order, feeding back the results."""
         while work:
             action = work.popleft()
@@ -464,104 +306,67 @@ class Driver:
                         action = queued
                         break
             try:
-                event = await self._perform(action)
+                event = await self._run_steps(self.steps(action))
             except BaseException:
-                await self._abandon(action, work, owner)
+                work.appendleft(action)
+                await self._abandon(work, owner)
                 raise
             if event is not None:
                 self._handle(event, owner, work)
 
-    async def _perform(self, action: Action) -> Event | None:
-        """Do one piece of I/O; return the event that reports it."""
-        if isinstance(action, Send):
+    async def _run_steps(self, steps: Steps) -> Any:
+        """Run ``steps`` to the end, awaiting its I/O (see ``run_steps``)."""
+        try:
+            request = next(steps)
+            while True:
+                try:
+                    result = await self._io(*request)
+                except Exception as error:
+                    request = steps.throw(error)
+                else:
+                    request = steps.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+    async def _io(self, kind: str, argument: Any) -> Any:
+        """Do one piece of I/O for :meth:`~cfauth._driver.DriverCore.steps`."""
+        if kind == "send":
             if self._pending_saves:  # persisted before used: see "Store I/O" above
                 await self._saved.wait()
-            request = action.request
-            log.debug("sending %s %s (%s)", request.method, request.url, action.purpose)
-            try:
-                response = await self._send(request)
-            except Exception as error:
-                log.debug("%s %s failed: %s", request.method, request.url, failure_reason(error))
-                return SendFailed(
-                    now=self._clock(),
-                    request_id=action.request_id,
-                    reason=failure_reason(error),
-                    retryable=send_retryable(error),
-                    unsent=getattr(error, "unsent", False) is True,
-                )
-            log.debug("%s %s -> %d", request.method, request.url, response.status)
-            return ResponseReceived(
-                now=self._clock(),
-                request_id=action.request_id,
-                status=response.status,
-                headers=response.headers,
-                body=response.body,
-            )
-        if isinstance(action, RetryAt):
-            delay = action.at - self._clock()
-            log.debug("call %d retries in %.3f s", action.call_id, max(delay, 0.0))
-            if delay > 0:
-                await self._sleep(delay)
-            return ClockTick(now=max(self._clock(), action.at))
-        if isinstance(action, RefreshDue):
-            if self._store is None:
-                return TokensLoaded(now=self._clock(), tokens=None)
-            try:
-                # Not abandoned on cancellation: once the thread runs, the lease
-                # is taken and TokensLoaded reported, so a later cancellation
-                # finds the refresh Send in progress and releases the lease.
-                tokens = await trio.to_thread.run_sync(_take_lease, self._store, self._unsaved)
-                self._unsaved = None
-            except Exception as error:
-                return LeaseFailed(now=self._clock(), reason=failure_reason(error))
-            return TokensLoaded(now=self._clock(), tokens=tokens)
-        if isinstance(action, AccountMoved):
-            await self._save_origin(action.new_origin)
+            return await self._send(argument)
+        if kind == "sleep":
+            await self._sleep(argument)
             return None
-        if isinstance(action, Store):
-            await self._save(action)
-            return None
-        assert isinstance(action, ReleaseLease)
-        if self._store is not None:
-            await trio.to_thread.run_sync(self._store.release_lease)
+        store = self._store
+        assert store is not None
+        if kind == "lease":
+            # Not abandoned on cancellation: once the thread runs, the lease
+            # is taken and TokensLoaded reported, so a later cancellation
+            # finds the refresh Send in progress and releases the lease.
+            return await trio.to_thread.run_sync(take_lease, store, argument)
+        if kind == "save":
+            try:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(store.save, argument)
+            finally:
+                self._pending_saves -= 1
+                if self._pending_saves == 0:
+                    self._saved.set()
+        elif kind == "origin":
+            await trio.to_thread.run_sync(store.save_origin, argument)
+        else:
+            await trio.to_thread.run_sync(store.release_lease)
         return None
 
-    async def _save_origin(self, origin: str) -> None:
-        assert self._store is not None
-        try:
-            await trio.to_thread.run_sync(self._store.save_origin, origin)
-        except Exception as error:  # the machine uses the new origin anyway
-            log.error("the store failed to save the new origin: %s", failure_reason(error))
-
-    async def _abandon(self, current: Action | None, work: _Work, owner: int | None) -> None:
+    async def _abandon(self, pending: Work, owner: int | None) -> None:
         """This task was cancelled (or interrupted): report what it will not do,
-        so no other task waits for it (a refresh in flight fails its waiters
-        and the next call refreshes again)."""
-        pending: _Work = deque(work if current is None else [current, *work])
-        work.clear()
+        so no other task waits for it."""
         with trio.CancelScope(shield=True):
-            while pending:
-                action = pending.popleft()
-                now = self._clock()
-                if isinstance(action, Send):
-                    event: Event = SendFailed(
-                        now=now, request_id=action.request_id, reason="cancelled"
-                    )
-                    self._handle(event, owner, pending)
-                elif isinstance(action, RefreshDue):
-                    self._handle(LeaseFailed(now=now, reason="cancelled"), owner, pending)
-                elif isinstance(action, ReleaseLease) and self._store is not None:
-                    await trio.to_thread.run_sync(self._store.release_lease)
-                elif isinstance(action, AccountMoved):
-                    await self._save_origin(action.new_origin)
-                elif isinstance(action, Store):
-                    await self._save(action)
-            if owner is not None:
-                self._handle(CallCancelled(now=self._clock(), call_id=owner), owner, pending)
-                self._outcomes.pop(owner, None)
+            for action in self.abandon(pending, owner, "cancelled"):
+                await self._run_steps(self.steps(action))
 
 
-class Client:
+class Client(BaseClient):
     """A Checkfront API client on top of a :class:`Driver`.
 
     ``on_behalf`` (``X-On-Behalf``: a staff account id, or ``"off"`` to act as
@@ -578,13 +383,9 @@ class Client:
         forwarded_for: str | None = None,
         transport: H11Transport | None = None,
     ) -> None:
-        for what, value in (("on_behalf", on_behalf), ("forwarded_for", forwarded_for)):
-            if value is not None:
-                check_header_value(what, value)
+        super().__init__(on_behalf, forwarded_for)
         self.driver = driver
-        self.on_behalf = on_behalf
-        self.forwarded_for = forwarded_for
-        self._transport = transport
+        self.transport = transport
 
     async def request(
         self,
@@ -600,13 +401,9 @@ class Client:
     ) -> Response:
         """Call ``method`` on ``path`` (under ``/api/3.0/``).  With ``check``
         (the default), a Checkfront error raises :class:`~cfauth.ApiError`."""
-        extra = call_headers(
-            headers,
-            on_behalf if on_behalf is not None else self.on_behalf,
-            forwarded_for if forwarded_for is not None else self.forwarded_for,
-        )
+        extra = self._headers(headers, on_behalf, forwarded_for)
         response = await self.driver.request(method, path, params=params, data=data, headers=extra)
-        return check_api_response(response, self.driver.scrub) if check else response
+        return self._checked(response, check)
 
     async def get(self, path: str, **kwargs: Any) -> Response:
         return await self.request("GET", path, **kwargs)
@@ -624,26 +421,6 @@ class Client:
         return await self.request("PATCH", path, **kwargs)
 
     # -- login (see cfauth.login; the same as cfauth.sync.Client's) ----------------
-
-    @property
-    def account(self) -> str:
-        """The account's current origin (after a migration, the new one)."""
-        return self.driver.machine.account.origin
-
-    def grant_status(self) -> GrantStatus:
-        """What is known about this client's grant; never a token."""
-        machine = self.driver.machine
-        return GrantStatus.of(
-            machine.account.origin, machine.tokens, self.driver.now(), machine.config
-        )
-
-    def authorization_url(
-        self, *, state: str | None = None, code_verifier: str | None = None
-    ) -> AuthorizationStart:
-        """Start a login (no I/O, so not a coroutine): the URL, and the values to keep."""
-        check_login_app(self.driver.machine.credential)
-        state, code_verifier = login_values(state, code_verifier, self.driver.machine.config)
-        return AuthorizationStart(self.driver.authorize(state, code_verifier), state, code_verifier)
 
     async def complete_authorization(
         self,
@@ -689,9 +466,12 @@ class Client:
         self.driver.logout()
 
     async def aclose(self) -> None:
-        await self.driver.aclose()
-        if self._transport is not None:
-            await self._transport.aclose()
+        """Close the driver, and the transport if this client owns one."""
+        try:
+            await self.driver.aclose()
+        finally:
+            if self.transport is not None:
+                await self.transport.aclose()
 
     async def __aenter__(self) -> Client:
         return self
@@ -728,8 +508,7 @@ def client(
     loaded from ``store`` (this blocks briefly: call it before the event loop
     is busy, or pass ``tokens``).  Use it as ``async with client(...) as c:``.
     """
-    account, store, tokens = open_grant(account, credential, store, tokens)
-    machine = Machine(account, credential, tokens, config=config)
+    machine, token_store = new_machine(account, credential, store, tokens, config)
     transport = H11Transport(
         ssl_context=ssl_context,
         ca_file=ca_file,
@@ -740,7 +519,7 @@ def client(
         resolve=resolve,
         max_connections_per_origin=max_connections_per_origin if pool_size is None else pool_size,
     )
-    driver = Driver(machine, transport, store=store, on_account_moved=on_account_moved)
+    driver = Driver(machine, transport, store=token_store, on_account_moved=on_account_moved)
     return Client(driver, on_behalf=on_behalf, forwarded_for=forwarded_for, transport=transport)
 
 

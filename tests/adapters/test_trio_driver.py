@@ -597,3 +597,28 @@ def test_logout_forgets_the_grant_and_deletes_the_stored_record() -> None:
             await driver.request("GET", "item")
 
     run(main)
+
+
+def test_client_aclose_closes_its_transport_even_when_the_driver_fails_to_close() -> None:
+    """As the sync client's ``close``: the transport is closed in a ``finally``."""
+    closed: list[str] = []
+
+    class BrokenDriver(Driver):
+        async def aclose(self) -> None:
+            raise RuntimeError("driver close failed")
+
+    class OwnedTransport:
+        async def aclose(self) -> None:
+            closed.append("transport")
+
+    async def main() -> None:
+        async def handler(request: Request) -> Response:
+            return ok(request)
+
+        driver = BrokenDriver(Machine(ACCOUNT, KEY), FakeTransport(handler), clock=lambda: NOW)
+        client = Client(driver, transport=OwnedTransport())  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="driver close failed"):
+            await client.aclose()
+        assert closed == ["transport"]
+
+    run(main)
