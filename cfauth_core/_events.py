@@ -30,6 +30,7 @@ __all__ = [
     "LogoutRequested",
     "ResponseReceived",
     "SendFailed",
+    "StoreFailed",
     "TokensLoaded",
     "check_header_value",
     "check_headers",
@@ -311,6 +312,37 @@ class LeaseFailed(Event):
         if not isinstance(reason, str):
             raise InvalidInput("reason: pass a short description as a string")
         self.now = now
+        self.reason = reason
+        self.__class__ = cls
+        return self
+
+
+class StoreFailed(Event):
+    """Saving the tokens of a ``Store`` failed (the answer to a ``Store`` whose
+    save raised, in the spirit of h11's ``send_failed()``).  ``tokens`` are the
+    ones the ``Store`` carried; ``reason`` is a short description (no secrets).
+
+    The machine goes on using the tokens (the old refresh token may already be
+    rotated away) and has them saved again under the lease before the store is
+    next read: the next ``RefreshDue`` carries them in ``unsaved``.  A failure
+    for a pair the machine no longer holds changes nothing."""
+
+    __slots__ = ("now", "tokens", "reason")
+    now: float
+    tokens: TokenSet
+    reason: str
+
+    def __new__(
+        cls, *, now: float, tokens: TokenSet, reason: str = "the token store failed"
+    ) -> StoreFailed:
+        self: StoreFailed = _new(cls._fast)
+        _check_now(now)
+        if not isinstance(tokens, TokenSet):
+            raise InvalidInput("tokens: pass the TokenSet of the Store whose save failed")
+        if not isinstance(reason, str):
+            raise InvalidInput("reason: pass a short description as a string")
+        self.now = now
+        self.tokens = tokens
         self.reason = reason
         self.__class__ = cls
         return self

@@ -95,6 +95,7 @@ from ._events import (
     LogoutRequested,
     ResponseReceived,
     SendFailed,
+    StoreFailed,
     TokensLoaded,
     check_header_value,
 )
@@ -347,6 +348,9 @@ class Machine:
             ("User-Agent", self._config.user_agent),
         )
         self._tokens: TokenSet | None = None
+        # The current pair, when its Store failed (StoreFailed): saved again
+        # under the lease (RefreshDue.unsaved) before the store is next read.
+        self._unsaved: TokenSet | None = None
         self._quiet_until = _INF
         self._set_auth("")
         self._set_tokens(tokens)
@@ -454,6 +458,7 @@ class Machine:
 
     def _set_tokens(self, tokens: TokenSet | None) -> None:
         self._tokens = tokens
+        self._unsaved = None  # a failed save concerns the pair it carried only
         if tokens is not None:
             self._set_auth("Bearer " + tokens.access_token)
             # Before this time no refresh can be due (see _refresh_reason):
@@ -792,7 +797,7 @@ class Machine:
 
     def _start_refresh(self, reason: str, actions: list[Action]) -> None:
         self._goto(Trigger.REFRESH_DUE)
-        actions.append(RefreshDue(reason))
+        actions.append(RefreshDue(reason, self._unsaved))
 
     def _on_tokens_loaded(self, event: TokensLoaded) -> list[Action]:
         if not self._oauth:
@@ -823,6 +828,8 @@ class Machine:
                 self._goto(Trigger.TOKENS_ADOPTED)
             return []
         actions: list[Action] = []
+        # The adapter saved RefreshDue.unsaved under the lease before loading.
+        self._unsaved = None
         if adopt:
             self._set_tokens(loaded)
         tokens = self._tokens
@@ -866,6 +873,15 @@ class Machine:
         self._pending[request_id] = pending
         actions.append(Send(request_id, request, None, purpose, deadline))
         return pending
+
+    def _on_store_failed(self, event: StoreFailed) -> list[Action]:
+        if not self._oauth:
+            raise LocalProtocolError("a token pair (ApiKey) emits no Store to fail")
+        if event.tokens == self._tokens:
+            # The pair stays in use (its refresh token may be the only valid one
+            # now); the next RefreshDue has it saved under the lease first.
+            self._unsaved = event.tokens
+        return []
 
     def _on_lease_failed(self, event: LeaseFailed) -> list[Action]:
         error = RefreshFailed(
@@ -1380,6 +1396,7 @@ _HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {
     CallCancelled: Machine._on_call_cancelled,  # type: ignore[dict-item]
     TokensLoaded: Machine._on_tokens_loaded,  # type: ignore[dict-item]
     LeaseFailed: Machine._on_lease_failed,  # type: ignore[dict-item]
+    StoreFailed: Machine._on_store_failed,  # type: ignore[dict-item]
     AuthorizationRequested: Machine._on_authorization_requested,  # type: ignore[dict-item]
     CallbackReceived: Machine._on_callback,  # type: ignore[dict-item]
     LogoutRequested: Machine._on_logout,  # type: ignore[dict-item]

@@ -33,6 +33,7 @@ from ._events import (
     LogoutRequested,
     ResponseReceived,
     SendFailed,
+    StoreFailed,
     TokensLoaded,
 )
 
@@ -84,7 +85,7 @@ class Trigger(Enum):
 S, T = State, Trigger
 
 _EVERYWHERE: frozenset[type[Event]] = frozenset(
-    {CallRequested, ResponseReceived, SendFailed, ClockTick, CallCancelled}
+    {CallRequested, ResponseReceived, SendFailed, ClockTick, CallCancelled, StoreFailed}
 )
 
 _LOGIN = frozenset({AuthorizationRequested, CallbackReceived, LogoutRequested, TokensLoaded})

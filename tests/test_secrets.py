@@ -53,6 +53,7 @@ from cfauth_core import (
     SendFailed,
     State,
     StateMismatch,
+    StoreFailed,
     TokenSet,
     TokensLoaded,
     Trigger,
@@ -196,6 +197,7 @@ def event_specimens() -> Iterator[Specimen]:
     yield Specimen("ClockTick", ClockTick(now=T0))
     yield Specimen("TokensLoaded", TokensLoaded(now=T0, tokens=tokens()))
     yield Specimen("LeaseFailed", LeaseFailed(now=T0, reason="database is locked"))
+    yield Specimen("StoreFailed", StoreFailed(now=T0, tokens=tokens(), reason="disk full"))
     yield Specimen(
         "AuthorizationRequested",
         AuthorizationRequested(now=T0, state=LOGIN_STATE, code_verifier=VERIFIER),

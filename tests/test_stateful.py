@@ -85,6 +85,7 @@ from cfauth_core import (
     State,
     StateMismatch,
     Store,
+    StoreFailed,
     TokenSet,
     TokensLoaded,
 )
@@ -310,6 +311,7 @@ class Harness(RuleBasedStateMachine):
         self.answered: set[int] = set()
         self.store: TokenSet | None = None
         self.stored_access: set[str] = set()
+        self.introduced_access: set[str] = set()
         self.rotated: set[str] = set()
         self.refused: set[str] = set()
         self.open: set[int] = set()
@@ -318,6 +320,12 @@ class Harness(RuleBasedStateMachine):
         self.due_pending = False
         self.lease_held = False
         self.lease_answers = 0  # answers to the refresh since the lease was taken
+        # The adapter's store may fail to save: the pair whose save failed (until
+        # it is saved again under the lease), and the StoreFailed to report.
+        self.saves_fail = False
+        self.unsaved: TokenSet | None = None
+        self.failed_store: TokenSet | None = None
+        self.due_unsaved: TokenSet | None = None
         self.login: tuple[str, str] | None = None
         self.used_states: list[str] = []
         self.codes: set[str] = set()
@@ -349,6 +357,11 @@ class Harness(RuleBasedStateMachine):
             # (i) an allowed event, whatever the server said, never raises.
             raise AssertionError(f"(i) handle({event!r}) raised {error!r}") from error
         self.check_actions(event, actions)
+        failed, self.failed_store = self.failed_store, None
+        if failed is not None:
+            # The adapter reports the failed save; the machine goes on with the
+            # pair (nothing to do now) and has it saved again under the lease.
+            assert self.m.handle(StoreFailed(now=self.now, tokens=failed, reason="disk full")) == []
         return actions
 
     def expect_refused(
@@ -377,7 +390,16 @@ class Harness(RuleBasedStateMachine):
                 assert self.OAUTH
                 # Only a token response (refresh or exchange) produces tokens to store.
                 assert isinstance(event, ResponseReceived)
-                self.remember_store(action.tokens)
+                if self.saves_fail:
+                    # The server rotated the stored refresh token all the same.
+                    if self.store is not None:
+                        self.rotated.add(self.store.refresh_token)
+                    self.unsaved = self.failed_store = action.tokens
+                    # (d) extended: a Store that failed still introduced its token.
+                    self.introduced_access.add(action.tokens.access_token)
+                else:
+                    self.unsaved = None
+                    self.remember_store(action.tokens)
             elif isinstance(action, ReleaseLease):
                 assert self.lease_held, "ReleaseLease without a lease"
                 self.lease_held = False
@@ -387,6 +409,11 @@ class Harness(RuleBasedStateMachine):
                 assert not self.due_pending
                 assert not self.lease_held
                 assert action.reason in ("expiring", "keep-alive", "rejected")
+                # A pair in use whose save failed is saved under the lease before
+                # the store is read; no other pair is ever handed back.
+                pending = self.unsaved if self.unsaved == self.m.tokens else None
+                assert action.unsaved == pending, f"{action!r}: unsaved should be {pending!r}"
+                self.due_unsaved = action.unsaved
                 self.due_pending = True
             elif isinstance(action, (Deliver, Fail)):
                 assert action.call_id in self.open, f"(f) {action!r} for a call not open"
@@ -442,8 +469,11 @@ class Harness(RuleBasedStateMachine):
             if self.OAUTH:
                 scheme, _, token = auth.partition(" ")
                 assert scheme == "Bearer"
-                # (d) never a token that was not stored first.
-                assert token in self.stored_access, f"(d) {token} used before it was stored"
+                # (d) never a token before the Store that introduced it (stored,
+                # or its save failed and it is saved again under the lease).
+                assert token in self.stored_access or token in self.introduced_access, (
+                    f"(d) {token} used before it was stored"
+                )
             else:
                 assert auth == API_KEY.authorization
             self.parked.pop(send.call_id, None)
@@ -795,6 +825,12 @@ class Harness(RuleBasedStateMachine):
 
     # -- the store and its lease ------------------------------------------------------
 
+    @precondition(lambda self: self.OAUTH)
+    @rule(fail=st.booleans())
+    def store_breaks(self, fail: bool) -> None:
+        """The store starts (or stops) failing to save; lease and load still work."""
+        self.saves_fail = fail
+
     def other_process_tokens(self, life: float = 14_000.0, skew: float | None = None) -> TokenSet:
         """Tokens a refresh by another process stored (rotating the stored pair).
 
@@ -818,10 +854,18 @@ class Harness(RuleBasedStateMachine):
         assert self.state() is State.LEASING
         self.due_pending = False
         if answer == "lease-failed":
+            self.due_unsaved = None  # nothing saved: the next RefreshDue carries it again
             actions = self.feed(LeaseFailed(now=self.now, reason=f"locked ({self.SECRET})"))
             assert isinstance(actions[0], RefreshAborted)
             assert self.SECRET not in repr(actions)
             return
+        due_unsaved, self.due_unsaved = self.due_unsaved, None
+        if due_unsaved is not None:
+            # The adapter saves RefreshDue.unsaved under the lease, then reads.
+            self.remember_store(due_unsaved)
+            self.unsaved = None
+        if self.unsaved is not None and self.unsaved == self.m.tokens:
+            raise AssertionError("the store is read under the lease before a failed save is redone")
         tokens: TokenSet | None
         if answer == "store":
             tokens = self.store
@@ -1101,7 +1145,8 @@ class Harness(RuleBasedStateMachine):
         elif state is not State.EXCHANGING:  # a new login over a held grant keeps it
             assert m.tokens is None
         if m.tokens is not None:
-            assert m.tokens.access_token in self.stored_access
+            token = m.tokens.access_token
+            assert token in self.stored_access or token in self.introduced_access
         # Every open call is in flight, parked until a retry time, or waiting.
         busy = {s.call_id for s in self.inflight.values()}
         for call_id in self.open - busy - set(self.parked):

@@ -45,6 +45,7 @@ from cfauth_core import (
     SendFailed,
     State,
     StateMismatch,
+    StoreFailed,
     TokenSet,
     TokensLoaded,
     Trigger,
@@ -64,6 +65,7 @@ EVENT_TYPES: list[type[Event]] = [
     ClockTick,
     TokensLoaded,
     LeaseFailed,
+    StoreFailed,
     AuthorizationRequested,
     CallbackReceived,
     CallCancelled,
@@ -360,6 +362,17 @@ def event_strategy(kind: type[Event], built: Built) -> st.SearchStrategy[Any]:
         return st.fixed_dictionaries({"now": times, "tokens": st.one_of(st.none(), token_sets)})
     if kind is LeaseFailed:
         return st.fixed_dictionaries({"now": times, "reason": st.text(max_size=30)})
+    if kind is StoreFailed:
+        current = [built.machine.tokens] if built.machine.tokens is not None else []
+        return st.fixed_dictionaries(
+            {
+                "now": times,
+                "tokens": st.one_of(st.sampled_from(current), token_sets)
+                if current
+                else token_sets,
+                "reason": st.text(max_size=30),
+            }
+        )
     if kind is AuthorizationRequested:
         return st.fixed_dictionaries(
             {
@@ -493,6 +506,7 @@ def test_events_not_allowed_always_raise(name: str) -> None:
         ClockTick: ClockTick(now=T0),
         TokensLoaded: TokensLoaded(now=T0, tokens=tokens_at(T0, 7)),
         LeaseFailed: LeaseFailed(now=T0),
+        StoreFailed: StoreFailed(now=T0, tokens=tokens_at(T0, 7)),
         AuthorizationRequested: AuthorizationRequested(
             now=T0, state="fresh-state-" + "f" * 20, code_verifier=VERIFIER
         ),
@@ -508,6 +522,7 @@ def test_events_not_allowed_always_raise(name: str) -> None:
         refused += [
             TokensLoaded,
             LeaseFailed,
+            StoreFailed,
             AuthorizationRequested,
             CallbackReceived,
             LogoutRequested,

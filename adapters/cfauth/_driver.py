@@ -59,6 +59,7 @@ from cfauth_core import (
     Send,
     SendFailed,
     Store,
+    StoreFailed,
     TokenSet,
     TokensLoaded,
     check_header_value,
@@ -93,8 +94,8 @@ log = logging.getLogger("cfauth")
 Work = deque[Action]
 
 #: An I/O request of :meth:`DriverCore.steps`: ``("send", Request)`` answered
-#: with a ``Response``; ``("sleep", seconds)``; ``("lease", unsaved)`` answered
-#: with the stored tokens (see :func:`take_lease`); ``("save", TokenSet)``;
+#: with a ``Response``; ``("sleep", seconds)``; ``("lease", RefreshDue.unsaved)``
+#: answered with the stored tokens (see :func:`take_lease`); ``("save", TokenSet)``;
 #: ``("origin", str)``; ``("release", None)``.
 IO = tuple[str, Any]
 
@@ -103,8 +104,8 @@ Steps = Generator[IO, Any, "Event | None"]
 
 
 def take_lease(store: TokenStore, unsaved: TokenSet | None) -> TokenSet | None:
-    """Take the store's lease, save ``unsaved`` (tokens an earlier save failed
-    to store: under the lease the store must not lag) and reload; if that
+    """Take the store's lease, save ``unsaved`` (``RefreshDue.unsaved``: tokens
+    an earlier save failed to store) and reload; if that
     fails, release the lease before raising.  Blocking: trio runs it in a
     worker thread, in one piece, so no cancellation lands between the two."""
     store.acquire_lease()
@@ -155,7 +156,6 @@ class DriverCore:
         self._outcomes: dict[int, Deliver | Fail] = {}
         self._login: Authorized | AuthorizationFailed | None = None
         self._authorize_url: str | None = None
-        self._unsaved: TokenSet | None = None  # tokens the store failed to save
         self._closed = False
 
     # -- hooks --------------------------------------------------------------------
@@ -274,7 +274,6 @@ class DriverCore:
             elif kind is AuthorizeAt:
                 self._authorize_url = action.url  # type: ignore[attr-defined]
             elif kind is Forget:
-                self._unsaved = None
                 if self._store is not None:
                     self._store.delete()
             elif kind is RefreshAborted or kind is AuthorizationLost:
@@ -325,11 +324,11 @@ class DriverCore:
         if kind is RefreshDue:
             if self._store is None:
                 return TokensLoaded(now=self._clock(), tokens=None)
+            assert isinstance(action, RefreshDue)
             try:
-                tokens = yield ("lease", self._unsaved)
+                tokens = yield ("lease", action.unsaved)
             except Exception as error:
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
-            self._unsaved = None
             return TokensLoaded(now=self._clock(), tokens=tokens)
         if kind is AccountMoved:
             assert isinstance(action, AccountMoved)
@@ -343,19 +342,15 @@ class DriverCore:
             try:
                 yield ("save", action.tokens)
             except Exception as error:
-                # The refresh already happened: the new tokens live on in the
-                # machine and are saved again before the next refresh reads the
-                # store (under the lease the store is the truth, so it must not
-                # hold an older pair); stopping here would leave the lease held
-                # and calls stuck.
-                self._unsaved = action.tokens
+                # The machine decides what follows (StoreFailed): the tokens
+                # stay in use and are saved again under the lease.
+                reason = failure_reason(error)
                 log.error(  # no traceback: it may quote the record
                     "the token store failed to save new tokens (%s); they are used "
-                    "from memory, log in again after a restart if the store stays broken",
-                    failure_reason(error),
+                    "from memory and saved again before the store is next read",
+                    reason,
                 )
-            else:
-                self._unsaved = None
+                return StoreFailed(now=self._clock(), tokens=action.tokens, reason=reason)
             return None
         assert kind is ReleaseLease
         if self._store is not None:

@@ -207,7 +207,9 @@ class Driver(DriverCore):
         # Saved at once, under the lock: no thread can send with the new tokens
         # before they are persisted, because the machine cannot be entered
         # until the save returned.
-        run_steps(self.steps(action), self._io)
+        event = run_steps(self.steps(action), self._io)
+        if event is not None:  # StoreFailed: the machine decides what follows
+            self._route(self.machine.handle(event), None, work)
 
     def _execute(self, work: Work, owner: int | None) -> None:
         """Execute ``work`` in order, outside the lock, feeding back the results."""
@@ -246,7 +248,9 @@ class Driver(DriverCore):
         """An interrupt stopped this thread: report what it will not do."""
         with self._lock:
             for action in self.abandon(pending, owner, "interrupted"):
-                run_steps(self.steps(action), self._io)
+                event = run_steps(self.steps(action), self._io)
+                if event is not None:
+                    self._route(self.machine.handle(event), owner, pending)
             self._notify()
 
 

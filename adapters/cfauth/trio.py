@@ -363,7 +363,9 @@ class Driver(DriverCore):
         so no other task waits for it."""
         with trio.CancelScope(shield=True):
             for action in self.abandon(pending, owner, "cancelled"):
-                await self._run_steps(self.steps(action))
+                event = await self._run_steps(self.steps(action))
+                if event is not None:
+                    self._handle(event, owner, pending)
 
 
 class Client(BaseClient):
