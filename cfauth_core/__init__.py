@@ -64,11 +64,12 @@ from ._events import (
 )
 from ._machine import Config, Machine, __version__
 from ._retry import parse_http_date, parse_retry_after
-from ._state import EVENTS_ALLOWED, TRANSITIONS, State, Trigger
+from ._state import CALLS_WAIT, EVENTS_ALLOWED, TRANSITIONS, State, Trigger
 from ._tokens import ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, TokenSet
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
+    "CALLS_WAIT",
     "CLIENT_AUTH_FORMS",
     "EVENTS_ALLOWED",
     "REFRESH_TOKEN_LIFETIME",

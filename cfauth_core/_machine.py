@@ -101,7 +101,7 @@ from ._events import (
 )
 from ._record import Record, _new
 from ._retry import parse_retry_after
-from ._state import EVENTS_ALLOWED, State, Trigger, next_state
+from ._state import CALLS_WAIT, EVENTS_ALLOWED, TRANSITIONS, State, Trigger, next_state
 from ._tokens import TokenSet, load_json, parse_oauth_error, parse_token_response, scrub
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
@@ -568,7 +568,7 @@ class Machine:
             # A new login over the grant this machine holds: the old tokens serve
             # until the exchange succeeds (a 401 then waits for the new ones).
             actions.append(self._send_call(call))
-        elif state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
+        elif state in CALLS_WAIT:
             self._waiting.append(call)
         else:
             self._fail(call, self._lost_error(), actions)
@@ -782,7 +782,7 @@ class Machine:
             return
         call.auth_retried = True
         state = self._state
-        if state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
+        if state in CALLS_WAIT:
             self._waiting.append(call)
         elif state is not State.READY:
             self._fail(call, self._lost_error(), actions)
@@ -1110,7 +1110,7 @@ class Machine:
             for _, call_id in due:
                 _, call = self._parked.pop(call_id)
                 self._dispatch_call(call, now, actions)
-        if self._oauth and self._state is State.READY:
+        if self._oauth and (self._state, Trigger.REFRESH_DUE) in TRANSITIONS:
             reason = self._refresh_reason(now)
             if reason == "lost":
                 self._lose_grant(

@@ -49,6 +49,7 @@ from hypothesis.stateful import (
 )
 
 from cfauth_core import (
+    CALLS_WAIT,
     EVENTS_ALLOWED,
     REFRESH_TOKEN_LIFETIME,
     AccountMoved,
@@ -817,7 +818,7 @@ class Harness(RuleBasedStateMachine):
         due = {c for c, at in self.parked.items() if at <= self.now}
         actions = self.feed(ClockTick(now=self.now))
         touched = {getattr(a, "call_id", None) for a in actions}
-        waiting = self.m.state in (State.LEASING, State.REFRESHING, State.EXCHANGING)
+        waiting = self.m.state in CALLS_WAIT
         for call_id in due:
             # A retry whose time came is sent (or fails, or waits for a refresh).
             assert call_id in touched or waiting, f"parked call {call_id} was not released"
@@ -979,7 +980,7 @@ class Harness(RuleBasedStateMachine):
         code = f"CODE-{self.fresh():04d}"
         base = self.APP.redirect_uri + "?"
         before = self.m.state
-        if before in (State.LEASING, State.REFRESHING, State.EXCHANGING):
+        if before in CALLS_WAIT:
             # A token request (or the lease) is outstanding: the callback is refused
             # and the login stays pending, to be finished once it has ended.
             self.expect_refused(
@@ -1027,11 +1028,7 @@ class Harness(RuleBasedStateMachine):
     @rule()
     def logout(self) -> None:
         event = LogoutRequested(now=self.now)
-        if not self.OAUTH or self.state() in (
-            State.LEASING,
-            State.REFRESHING,
-            State.EXCHANGING,
-        ):
+        if not self.OAUTH or self.state() in CALLS_WAIT:
             self.expect_refused(event)
             return
         if self.m.tokens is not None:
@@ -1119,7 +1116,7 @@ class Harness(RuleBasedStateMachine):
         assert not self.lease_held, "(j) the lease was never released"
         assert not self.due_pending, "(j) a RefreshDue was never answered"
         assert not self.inflight
-        assert self.m.state not in (State.LEASING, State.REFRESHING, State.EXCHANGING)
+        assert self.m.state not in CALLS_WAIT
 
     @invariant()
     def consistent(self) -> None:
@@ -1150,7 +1147,7 @@ class Harness(RuleBasedStateMachine):
         # Every open call is in flight, parked until a retry time, or waiting.
         busy = {s.call_id for s in self.inflight.values()}
         for call_id in self.open - busy - set(self.parked):
-            assert state in (State.LEASING, State.REFRESHING, State.EXCHANGING), (
+            assert state in CALLS_WAIT, (
                 f"call {call_id} is neither in flight, parked nor waiting ({state})"
             )
 

@@ -18,21 +18,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfauth import stdlib
+from cfauth import _wire
 from cfauth.stdlib import HttpClientTransport
 
 FAILURES = (http.client.HTTPException, OSError)
 
 
 @contextmanager
-def served(data: bytes) -> Iterator[stdlib._FirstByteResponse]:
+def served(data: bytes) -> Iterator[_wire._FirstByteResponse]:
     """A response reader on a socket that holds ``data``, then end-of-file."""
     ours, theirs = socket.socketpair()
     try:
         theirs.sendall(data)
         theirs.close()
         ours.settimeout(5)
-        reader = stdlib._FirstByteResponse(ours, method="GET")
+        reader = _wire._FirstByteResponse(ours, method="GET")
         try:
             yield reader
         finally:
@@ -106,7 +106,7 @@ def test_bytes_after_a_response_make_its_connection_unusable(
     try:
         theirs.sendall(whole + surplus)
         ours.settimeout(5)
-        reader = stdlib._FirstByteResponse(ours, method="GET")
+        reader = _wire._FirstByteResponse(ours, method="GET")
         reader.begin()
         assert reader.read() == body
         assert reader.will_close
@@ -123,7 +123,7 @@ def test_a_clean_response_on_an_open_connection_is_reusable() -> None:
         ours.settimeout(5)
         for chunked in (False, True):
             theirs.sendall(response(b"hello", chunked))
-            reader = stdlib._FirstByteResponse(ours, method="GET")
+            reader = _wire._FirstByteResponse(ours, method="GET")
             reader.begin()
             assert reader.read() == b"hello"
             assert not reader.will_close
@@ -144,7 +144,7 @@ secret = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=12, m
 def test_malformed_header_lines_fail_without_their_text(value: str, shape: str) -> None:
     line = shape.format(v=value).encode("latin-1")
     data = b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"
-    with pytest.raises(stdlib.MalformedResponse) as caught:
+    with pytest.raises(_wire.MalformedResponse) as caught:
         read(data)
     assert value not in str(caught.value)
 
@@ -152,7 +152,7 @@ def test_malformed_header_lines_fail_without_their_text(value: str, shape: str) 
 @pytest.mark.parametrize("length", ["1, 2", "abc", "-1", "+5", "5 5"])
 def test_a_content_length_that_is_not_one_number_fails(length: str) -> None:
     data = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nhello".encode()
-    with pytest.raises(stdlib.MalformedResponse, match="Content-Length"):
+    with pytest.raises(_wire.MalformedResponse, match="Content-Length"):
         read(data)
 
 
@@ -165,18 +165,18 @@ def test_repeated_equal_content_lengths_are_one_number() -> None:
 
 def test_other_transfer_codings_fail() -> None:
     data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
-    with pytest.raises(stdlib.MalformedResponse, match="transfer coding"):
+    with pytest.raises(_wire.MalformedResponse, match="transfer coding"):
         read(data)
 
 
 def test_endless_interim_responses_fail() -> None:
-    with pytest.raises(stdlib.MalformedResponse, match="interim"):
+    with pytest.raises(_wire.MalformedResponse, match="interim"):
         read(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 40 + response(b"", False))
 
 
 @pytest.mark.parametrize("status", [b"HTTP/1.1 099 Low", b"HTTP/1.1 2000 Long", b"HTTX/1.1 200 OK"])
 def test_a_bad_status_line_fails(status: bytes) -> None:
-    with pytest.raises(stdlib.MalformedResponse, match="status line"):
+    with pytest.raises(_wire.MalformedResponse, match="status line"):
         read(status + b"\r\nContent-Length: 0\r\n\r\n")
 
 
