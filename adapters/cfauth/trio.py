@@ -98,6 +98,10 @@ log = logging.getLogger("cfauth")
 #: retries) and return the response, or raise ``TransportFailure``/``OSError``.
 AsyncTransport = Callable[[Request], Awaitable[Response]]
 
+# Documented (and pickled, and shown in reprs) where users import it, as trio
+# does for its own re-exported classes.
+H11Transport.__module__ = __name__
+
 
 class Driver(DriverCore):
     """Drives one machine (one grant) over an async transport, for any number of tasks.
