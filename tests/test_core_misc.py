@@ -301,3 +301,33 @@ def test_a_long_path_is_still_checked_every_time() -> None:
     assert account.api_path(long_path) == "/api/3.0/" + long_path
     with pytest.raises(InvalidInput):
         account.api_path(long_path + "/../secret")
+
+
+def _leaf_records() -> list[type]:
+    import cfauth_core
+    from cfauth_core._record import Record
+
+    found = []
+    for name in cfauth_core.__all__:
+        value = getattr(cfauth_core, name)
+        is_record = isinstance(value, type) and issubclass(value, Record)
+        if is_record and value.__dict__.get("__slots__"):
+            found.append(value)
+    return found
+
+
+@pytest.mark.parametrize("record", _leaf_records(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("own_slots", [(), ("extra",)], ids=["no-slots", "slots"])
+def test_records_are_final(record: type, own_slots: tuple[str, ...]) -> None:
+    """Subclassing a record fails at once with a TypeError saying what to do,
+    not later with a misleading "is immutable"."""
+    with pytest.raises(TypeError, match=f"{record.__name__} cannot be subclassed.*wrap"):
+        type("Sub", (record,), {"__slots__": own_slots})
+
+
+def test_record_bases_stay_open() -> None:
+    """Event and Action (no fields of their own) are the bases records derive from."""
+    from cfauth_core import Action, Event
+
+    assert type("MyEvent", (Event,), {"__slots__": ("now",)})
+    assert type("MyAction", (Action,), {"__slots__": ()})
