@@ -555,6 +555,12 @@ class _FirstByteResponse(http.client.HTTPResponse):
     buffer, the TLS layer or the socket) means the server sent more than was
     asked: :attr:`will_close` is then set, and ``owner`` (the connection) is
     closed, so the bytes can never be read as the next request's answer.
+
+    ``begin`` replaces the stock one (it parses the head itself, more
+    strictly) but keeps CPython's framing: it mirrors
+    ``http.client.HTTPResponse.begin`` of CPython 3.10 to 3.13 and calls its
+    ``_check_close``; ``test_framing_matches_the_stock_response_class`` compares
+    the two on every framing case, so a change in a new CPython shows there.
     """
 
     _method: str | None

@@ -203,3 +203,86 @@ def test_limits_are_checked(options: dict[str, float], message: str) -> None:
 def test_total_timeout_none_disables_it() -> None:
     with HttpClientTransport(total_timeout=None) as transport:
         assert transport._total_timeout is None
+
+
+# -- framing, against the stock class ------------------------------------------
+#
+# ``_FirstByteResponse.begin`` replaces ``http.client.HTTPResponse.begin`` (it
+# is stricter and parses the head itself) and calls ``_check_close``.  It
+# mirrors CPython 3.10 to 3.13's framing rules: if a CPython release changes
+# them, these cases show where the two part, before a reused connection could
+# mix up responses.
+
+#: (name, method, bytes the server sends, whether it then closes the connection)
+FRAMING_CASES = [
+    ("keep-alive", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
+    (
+        "chunked",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+        False,
+    ),
+    ("http10-no-length", "GET", b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello", True),
+    (
+        "http10-keep-alive",
+        "GET",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello",
+        False,
+    ),
+    ("http11-no-length", "GET", b"HTTP/1.1 200 OK\r\n\r\nhello", True),
+    ("204", "GET", b"HTTP/1.1 204 No Content\r\n\r\n", False),
+    ("304", "GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", False),
+    ("head", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", False),
+    (
+        "100-continue",
+        "POST",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        False,
+    ),
+    (
+        "connection-close",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+        True,
+    ),
+    (
+        "connection-close-list",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nok",
+        True,
+    ),
+]
+
+
+def framing(reader: http.client.HTTPResponse) -> tuple[object, ...]:
+    reader.begin()
+    head = (reader.status, reader.version, reader.chunked, reader.length, reader.will_close)
+    return (*head, reader.read())
+
+
+@pytest.mark.parametrize(
+    ("method", "data", "closes"),
+    [case[1:] for case in FRAMING_CASES],
+    ids=[case[0] for case in FRAMING_CASES],
+)
+def test_framing_matches_the_stock_response_class(method: str, data: bytes, closes: bool) -> None:
+    results = []
+    for make in (
+        lambda sock: _wire._FirstByteResponse(sock, method=method),
+        lambda sock: http.client.HTTPResponse(sock, method=method),
+    ):
+        ours, theirs = socket.socketpair()
+        try:
+            ours.settimeout(5)
+            theirs.sendall(data)
+            if closes:
+                theirs.shutdown(socket.SHUT_WR)
+            reader = make(ours)
+            try:
+                results.append(framing(reader))
+            finally:
+                reader.close()
+        finally:
+            ours.close()
+            theirs.close()
+    assert results[0] == results[1]
