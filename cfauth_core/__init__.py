@@ -24,6 +24,7 @@ from ._actions import (
     Send,
     Store,
 )
+from ._config import Config, __version__
 from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     ActionRequired,
@@ -62,7 +63,7 @@ from ._events import (
     check_header_value,
     check_headers,
 )
-from ._machine import Config, Machine, __version__
+from ._machine import Machine
 from ._retry import parse_http_date, parse_retry_after
 from ._state import CALLS_WAIT, EVENTS_ALLOWED, TRANSITIONS, State, Trigger
 from ._tokens import ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, TokenSet

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from ._account import (
     Account,
@@ -65,6 +65,8 @@ from ._actions import (
     Send,
     Store,
 )
+from ._classify import _grant_lost, _header, _token_rejected
+from ._config import Config
 from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     AuthorizationDenied,
@@ -90,19 +92,17 @@ from ._events import (
     CallRequested,
     ClockTick,
     Event,
-    Headers,
     LeaseFailed,
     LogoutRequested,
     ResponseReceived,
     SendFailed,
     StoreFailed,
     TokensLoaded,
-    check_header_value,
 )
-from ._record import Record, _new
+from ._login import _at_redirect_uri, _callback_params, _s256, _same
 from ._retry import parse_retry_after
 from ._state import CALLS_WAIT, EVENTS_ALLOWED, TRANSITIONS, State, Trigger, next_state
-from ._tokens import TokenSet, load_json, parse_oauth_error, parse_token_response, scrub
+from ._tokens import TokenSet, parse_token_response, scrub
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
 TYPE_CHECKING = False
@@ -111,9 +111,8 @@ if TYPE_CHECKING:
 
     _Purpose = Literal["refresh", "exchange"]
 
-__all__ = ["Config", "Machine"]
+__all__ = ["Machine"]
 
-__version__ = "0.1.0"
 
 _INF = float("inf")
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
@@ -124,100 +123,6 @@ _FORM = ("Content-Type", "application/x-www-form-urlencoded")
 _USED_STATES_KEPT = 32
 
 
-class Config(Record):
-    """Tunable behaviour; the defaults suit Checkfront.
-
-    ``refresh_leeway``: refresh when the access token has this many seconds
-    left (300), capped at half the token's lifetime (from ``updated_at`` to
-    ``expires_at``) so that short-lived tokens do not refresh on every call.
-    ``keep_alive_before``: refresh when the refresh token has this many
-    seconds left (1 day).  ``max_redirects``: redirect hops followed per
-    request (5).  ``max_rate_limit_retries``: retries of a call answered 429,
-    or 503 with Retry-After (3).  ``max_retry_wait``: the longest wait
-    honoured; a longer Retry-After fails the call at once (300).
-    ``default_retry_wait``: the wait for a 429 without a usable Retry-After
-    (1).  ``pkce``: use PKCE S256 in logins (on).  ``exchange_window``: seconds
-    within which an authorization code must be exchanged (Checkfront: 60).
-    ``user_agent``: sent with every request.  ``client_auth``: how the OAuth2
-    client id and secret go to the token URL as HTTP Basic: ``"auto"`` (the
-    default) sends them percent-encoded (RFC 6749 section 2.3.1) and, when a
-    server answers ``invalid_client`` and encoding changed them, once more raw,
-    then keeps the form that worked (``Machine.client_auth``, ``Store.client_auth``);
-    ``"rfc6749"`` or ``"raw"`` pins one form.
-    """
-
-    __slots__ = (
-        "refresh_leeway",
-        "keep_alive_before",
-        "max_redirects",
-        "max_rate_limit_retries",
-        "max_retry_wait",
-        "default_retry_wait",
-        "pkce",
-        "exchange_window",
-        "user_agent",
-        "client_auth",
-    )
-    refresh_leeway: float
-    keep_alive_before: float
-    max_redirects: int
-    max_rate_limit_retries: int
-    max_retry_wait: float
-    default_retry_wait: float
-    pkce: bool
-    exchange_window: float
-    user_agent: str
-    client_auth: str
-
-    def __new__(
-        cls,
-        *,
-        refresh_leeway: float = 300.0,
-        keep_alive_before: float = 86400.0,
-        max_redirects: int = 5,
-        max_rate_limit_retries: int = 3,
-        max_retry_wait: float = 300.0,
-        default_retry_wait: float = 1.0,
-        pkce: bool = True,
-        exchange_window: float = 60.0,
-        user_agent: str = f"cfauth/{__version__}",
-        client_auth: str = "auto",
-    ) -> Config:
-        self: Config = _new(cls._fast)
-        self.refresh_leeway = refresh_leeway
-        self.keep_alive_before = keep_alive_before
-        self.max_redirects = max_redirects
-        self.max_rate_limit_retries = max_rate_limit_retries
-        self.max_retry_wait = max_retry_wait
-        self.default_retry_wait = default_retry_wait
-        self.pkce = pkce
-        self.exchange_window = exchange_window
-        self.user_agent = user_agent
-        self.client_auth = client_auth
-        for name in (
-            "refresh_leeway",
-            "keep_alive_before",
-            "max_retry_wait",
-            "default_retry_wait",
-            "exchange_window",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise InvalidInput(f"Config.{name}: pass a non-negative number of seconds")
-        for name in ("max_redirects", "max_rate_limit_retries"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
-                raise InvalidInput(f"Config.{name}: pass a whole number from 0 to 20")
-        check_header_value("Config.user_agent", self.user_agent)
-        if not isinstance(self.pkce, bool):
-            raise InvalidInput("Config.pkce: pass True or False")
-        if client_auth not in ("auto", *CLIENT_AUTH_FORMS):
-            raise InvalidInput("Config.client_auth: pass 'auto' (the default), 'rfc6749' or 'raw'")
-        self.__class__ = cls
-        return self
-
-
-#: Methods whose request may be sent again without changing the outcome (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
@@ -299,14 +204,6 @@ class _Authorization:
     def __init__(self, state: str, verifier: str | None) -> None:
         self.state = state
         self.verifier = verifier
-
-
-def _header(headers: Headers, name: str) -> str | None:
-    """The first value of header ``name`` (lower case) in ``headers``."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
 
 
 class Machine:
@@ -1291,90 +1188,6 @@ class Machine:
 
 _EXPIRED = "the refresh token has expired (14 days after it was issued)"
 _SPECIAL_STATUSES = frozenset({301, 302, 303, 307, 308, 400, 401, 403, 429, 503})
-
-
-def _token_rejected(event: ResponseReceived) -> bool:
-    """A 400 or 403 that says the bearer token is invalid (Checkfront's messages
-    come from bshaffer/oauth2-server-php as 400 or 401 with
-    ``WWW-Authenticate: Bearer ... error="invalid_token"``)."""
-    challenge = _header(event.headers, "www-authenticate")
-    if challenge is not None and "invalid_token" in challenge:
-        return True
-    if len(event.body) > 65536:
-        return False
-    try:
-        payload = load_json(event.body)
-    except (ValueError, RecursionError):
-        return False
-    error = parse_oauth_error(payload, event.status, ())
-    return error is not None and error.error in ("invalid_token", "invalid_grant")
-
-
-def _grant_lost(error: CfauthError) -> bool:
-    """Whether a refresh failure means the grant is gone for good.
-
-    RFC 6749 section 5.2: ``invalid_grant`` is "The provided authorization
-    grant ... or refresh token is invalid, expired, revoked".  Nothing else
-    ends a grant: ``invalid_client`` is a configuration error, and an answer
-    that is not an OAuth error object (a proxy's HTML page, a 5xx, a
-    ``temporarily_unavailable``) is transient.
-    """
-    return isinstance(error, OAuthError) and error.error == "invalid_grant"
-
-
-def _at_redirect_uri(url: str, redirect_uri: str) -> bool:
-    """Whether a callback given as a full URL (or as a request target, ``/path?...``)
-    is at ``redirect_uri``: same scheme, host, port and path.  A bare query
-    string names no place, and passes."""
-    target = url.split("#", 1)[0]
-    if "?" in target:
-        target = target.split("?", 1)[0]
-    elif "://" not in target and not target.startswith("/"):
-        return True  # a bare query string
-    if not target:
-        return True
-    expected = urlsplit(redirect_uri)
-    if target.startswith("/") and not target.startswith("//"):
-        return target == (expected.path or "/")
-    try:
-        parts = urlsplit(target)
-        port = parts.port
-    except ValueError:
-        return False
-    scheme = parts.scheme.lower()
-    if scheme != expected.scheme.lower() or "@" in parts.netloc:
-        return False
-    default = 443 if scheme == "https" else 80
-    return (
-        parts.hostname == expected.hostname
-        and (port or default) == (expected.port or default)
-        and (parts.path or "/") == (expected.path or "/")
-    )
-
-
-def _callback_params(url: str) -> dict[str, list[str]]:
-    query = url.split("#", 1)[0]
-    if "?" in query:
-        query = query.split("?", 1)[1]
-    params: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        params.setdefault(key, []).append(value)
-    return params
-
-
-def _same(a: str, b: str) -> bool:
-    """Constant-time comparison of two strings."""
-    from hmac import compare_digest  # noqa: PLC0415  (imported when used: import time)
-
-    return compare_digest(a.encode(), b.encode())
-
-
-def _s256(verifier: str) -> str:
-    """The PKCE S256 challenge: BASE64URL(SHA256(ASCII(verifier))), unpadded (RFC 7636 4.2)."""
-    from base64 import urlsafe_b64encode  # noqa: PLC0415  (imported when used: import time)
-    from hashlib import sha256  # noqa: PLC0415
-
-    return urlsafe_b64encode(sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
 
 
 _HINTS: dict[type[Event], str] = {

@@ -267,17 +267,18 @@ def framing(reader: http.client.HTTPResponse) -> tuple[object, ...]:
 )
 def test_framing_matches_the_stock_response_class(method: str, data: bytes, closes: bool) -> None:
     results = []
-    for make in (
-        lambda sock: _wire._FirstByteResponse(sock, method=method),
-        lambda sock: http.client.HTTPResponse(sock, method=method),
-    ):
+    makers: list[type[http.client.HTTPResponse]] = [
+        _wire._FirstByteResponse,
+        http.client.HTTPResponse,
+    ]
+    for make in makers:
         ours, theirs = socket.socketpair()
         try:
             ours.settimeout(5)
             theirs.sendall(data)
             if closes:
                 theirs.shutdown(socket.SHUT_WR)
-            reader = make(ours)
+            reader = make(ours, method=method)
             try:
                 results.append(framing(reader))
             finally:
