@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountMoved",
+    "AcquireLease",
     "Action",
     "AuthorizationFailed",
     "AuthorizationLost",
@@ -32,7 +33,6 @@ __all__ = [
     "Fail",
     "Forget",
     "RefreshAborted",
-    "RefreshDue",
     "ReleaseLease",
     "Request",
     "RetryAt",
@@ -153,7 +153,7 @@ class Store(Action):
         return self
 
 
-class RefreshDue(Action):
+class AcquireLease(Action):
     """A refresh is due: take the store's refresh lease (its cross-process
     lock), save ``unsaved`` if it is not ``None`` (tokens whose save failed:
     ``StoreFailed``; under the lease the store must not lag behind the
@@ -165,8 +165,8 @@ class RefreshDue(Action):
     reason: str
     unsaved: TokenSet | None
 
-    def __new__(cls, reason: str, unsaved: TokenSet | None = None) -> RefreshDue:
-        self: RefreshDue = _new(cls._fast)
+    def __new__(cls, reason: str, unsaved: TokenSet | None = None) -> AcquireLease:
+        self: AcquireLease = _new(cls._fast)
         self.reason = reason
         self.unsaved = unsaved
         self.__class__ = cls

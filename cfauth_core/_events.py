@@ -271,7 +271,7 @@ class ClockTick(Event):
 
 class TokensLoaded(Event):
     """The store's tokens, read under its refresh lease (the answer to
-    ``RefreshDue``), or at any other time to pick up tokens another process
+    ``AcquireLease``), or at any other time to pick up tokens another process
     stored.  ``None`` when the store holds none.  ``client_auth`` is the form
     of the client credentials the store recorded (``Store.client_auth``), if any."""
 
@@ -298,7 +298,7 @@ class TokensLoaded(Event):
 
 class LeaseFailed(Event):
     """The store's refresh lease could not be taken (the answer to
-    ``RefreshDue``); the waiting calls fail with a retryable error."""
+    ``AcquireLease``); the waiting calls fail with a retryable error."""
 
     __slots__ = ("now", "reason")
     now: float
@@ -324,7 +324,7 @@ class StoreFailed(Event):
 
     The machine goes on using the tokens (the old refresh token may already be
     rotated away) and has them saved again under the lease before the store is
-    next read: the next ``RefreshDue`` carries them in ``unsaved``.  A failure
+    next read: the next ``AcquireLease`` carries them in ``unsaved``.  A failure
     for a pair the machine no longer holds changes nothing."""
 
     __slots__ = ("now", "tokens", "reason")

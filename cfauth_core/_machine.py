@@ -18,7 +18,7 @@ it once with a fresher token.  It ends with exactly one ``Deliver`` or
 
 Refreshing is single-flight.  When the access token is near expiry (or the
 refresh token near its 14 days), or a call comes back 401 with the current
-token, the machine emits ``RefreshDue`` and enters LEASING: the adapter takes
+token, the machine emits ``AcquireLease`` and enters LEASING: the adapter takes
 the store's lease (its cross-process lock), reloads, and answers
 ``TokensLoaded``.  If the store holds newer tokens, another process refreshed
 already: they are adopted and no refresh is sent.  Otherwise one refresh
@@ -48,6 +48,7 @@ from ._account import (
 )
 from ._actions import (
     AccountMoved,
+    AcquireLease,
     Action,
     AuthorizationFailed,
     AuthorizationLost,
@@ -58,7 +59,6 @@ from ._actions import (
     Fail,
     Forget,
     RefreshAborted,
-    RefreshDue,
     ReleaseLease,
     Request,
     RetryAt,
@@ -76,13 +76,13 @@ from ._errors import (
     CredentialsRejected,
     InvalidInput,
     LocalProtocolError,
+    NetworkError,
     OAuthError,
+    OAuthStateMismatch,
     RateLimited,
     ReauthorizationRequired,
     RefreshFailed,
     RemoteProtocolError,
-    StateMismatch,
-    TransportError,
     UntrustedRedirect,
 )
 from ._events import (
@@ -246,7 +246,7 @@ class Machine:
         )
         self._tokens: TokenSet | None = None
         # The current pair, when its Store failed (StoreFailed): saved again
-        # under the lease (RefreshDue.unsaved) before the store is next read.
+        # under the lease (AcquireLease.unsaved) before the store is next read.
         self._unsaved: TokenSet | None = None
         self._quiet_until = _INF
         self._set_auth("")
@@ -694,7 +694,7 @@ class Machine:
 
     def _start_refresh(self, reason: str, actions: list[Action]) -> None:
         self._goto(Trigger.REFRESH_DUE)
-        actions.append(RefreshDue(reason, self._unsaved))
+        actions.append(AcquireLease(reason, self._unsaved))
 
     def _on_tokens_loaded(self, event: TokensLoaded) -> list[Action]:
         if not self._oauth:
@@ -725,7 +725,7 @@ class Machine:
                 self._goto(Trigger.TOKENS_ADOPTED)
             return []
         actions: list[Action] = []
-        # The adapter saved RefreshDue.unsaved under the lease before loading.
+        # The adapter saved AcquireLease.unsaved under the lease before loading.
         self._unsaved = None
         if adopt:
             self._set_tokens(loaded)
@@ -776,7 +776,7 @@ class Machine:
             raise LocalProtocolError("a token pair (ApiKey) emits no Store to fail")
         if event.tokens == self._tokens:
             # The pair stays in use (its refresh token may be the only valid one
-            # now); the next RefreshDue has it saved under the lease first.
+            # now); the next AcquireLease has it saved under the lease first.
             self._unsaved = event.tokens
         return []
 
@@ -906,7 +906,7 @@ class Machine:
             if (
                 pending.deadline is not None
                 and now > pending.deadline
-                and isinstance(error, TransportError)
+                and isinstance(error, NetworkError)
             ):
                 error = CodeExpired(
                     "the authorization code could not be exchanged within "
@@ -935,7 +935,7 @@ class Machine:
                 cause=error,
                 status=getattr(error, "status", None),
             )
-            if isinstance(error, TransportError) and not error.retryable:
+            if isinstance(error, NetworkError) and not error.retryable:
                 failure.retryable = False  # trying again fails the same way until it is fixed
         self._goto(Trigger.REFRESH_FAILED)
         actions.append(RefreshAborted(failure))
@@ -980,7 +980,7 @@ class Machine:
         actions: list[Action] = []
         retryable = event.retryable
         if isinstance(pending, _TokenRequest):
-            error = TransportError(
+            error = NetworkError(
                 f"the token request could not be completed: {reason}", retryable=retryable
             )
             self._token_request_failed(pending, error, event.now, actions)
@@ -996,7 +996,7 @@ class Machine:
                     "; the server may have processed it: check whether it took effect "
                     "before sending it again"
                 )
-            self._fail(pending, TransportError(text, retryable=retryable), actions)
+            self._fail(pending, NetworkError(text, retryable=retryable), actions)
         return actions
 
     def _on_clock_tick(self, event: ClockTick) -> list[Action]:
@@ -1103,20 +1103,20 @@ class Machine:
                 "already used, or AuthorizationRequested was never sent)"
             )
         if not _at_redirect_uri(event.url, self._credential.redirect_uri):
-            raise StateMismatch(
+            raise OAuthStateMismatch(
                 "the callback URL is not at the redirect URI (its scheme, host, port or path "
                 "differ); it was not meant for this login and was ignored"
             )
         params = _callback_params(event.url)
         states = params.get("state", [])
         if len(states) != 1:
-            raise StateMismatch(
+            raise OAuthStateMismatch(
                 "the callback carries no single state parameter; it was not started by this "
                 "login and was ignored"
             )
         if not _same(states[0], authorization.state):
             used = any(_same(states[0], old) for old in self._used_states)
-            raise StateMismatch(
+            raise OAuthStateMismatch(
                 "the callback's state was already used; it was ignored"
                 if used
                 else "the callback's state does not match the pending login; it was ignored"
@@ -1198,7 +1198,7 @@ _HINTS: dict[type[Event], str] = {
     AuthorizationRequested: ": a login cannot start while a token refresh or exchange is in "
     "flight; start it once that has ended",
     TokensLoaded: ": tokens can be loaded only when no refresh or exchange is in flight",
-    LeaseFailed: ": LeaseFailed answers a RefreshDue",
+    LeaseFailed: ": LeaseFailed answers a AcquireLease",
 }
 
 _HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {

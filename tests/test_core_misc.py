@@ -10,6 +10,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     ApiKey,
     AuthorizationRequested,
     CallbackReceived,
@@ -22,7 +23,6 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     RefreshAborted,
-    RefreshDue,
     ResponseReceived,
     Send,
     SendFailed,
@@ -247,7 +247,7 @@ def test_token_request_redirected_to_itself_is_a_loop() -> None:
     tokens = TokenSet("AT-0", "RT-0", NOW + 10, NOW + 86_400 * 10, NOW - 13_990)
     machine = Machine(Account.parse("acme"), APP, tokens)
     actions = machine.handle(CallRequested(now=NOW, method="GET", path="item"))
-    assert isinstance(actions[1], RefreshDue)
+    assert isinstance(actions[1], AcquireLease)
     refresh = machine.handle(TokensLoaded(now=NOW, tokens=None))[0]
     assert isinstance(refresh, Send)
     followed = machine.handle(

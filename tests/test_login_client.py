@@ -27,8 +27,8 @@ from cfauth_core import (
     Config,
     InvalidInput,
     OAuth2App,
+    OAuthStateMismatch,
     ReauthorizationRequired,
-    StateMismatch,
     TokenSet,
 )
 
@@ -151,7 +151,7 @@ def test_web_application_flow_across_two_clients(kind: str, sandbox: Sandbox) ->
     assert start.code_verifier not in repr(start)
     callback = browse(start.url, port=sandbox.port, context=sandbox.ssl_context())
     second = make(kind, sandbox, app, store=store)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         run(
             kind,
             second,

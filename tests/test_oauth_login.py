@@ -29,13 +29,13 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     OAuthError,
+    OAuthStateMismatch,
     ReauthorizationRequired,
     RemoteProtocolError,
     ResponseReceived,
     Send,
     SendFailed,
     State,
-    StateMismatch,
     Store,
     TokenSet,
 )
@@ -233,7 +233,7 @@ def test_callback_as_full_url_or_bare_query(url: str) -> None:
 def test_wrong_state_raises_and_leaves_the_login_pending() -> None:
     m = machine()
     authorize(m)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=callback_url(OTHER_STATE)))
     assert m.state is State.AUTHORIZING
     send = exchange_send(m)
@@ -264,7 +264,7 @@ def test_callback_without_one_matching_state_is_refused(url: str) -> None:
 def test_error_callback_with_wrong_state_cannot_abort_the_login() -> None:
     m = machine()
     authorize(m)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=f"error=access_denied&state={OTHER_STATE}"))
     assert m.state is State.AUTHORIZING
     assert exchange_send(m).purpose == "exchange"
@@ -306,7 +306,7 @@ def test_second_callback_is_refused_after_a_new_login_started() -> None:
     authorize(m)
     m.handle(CallbackReceived(now=NOW, url=f"error=access_denied&state={STATE}"))
     authorize(m, state=OTHER_STATE)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=callback_url(STATE)))
     assert m.state is State.AUTHORIZING
 
@@ -315,7 +315,7 @@ def test_old_state_refused_after_a_new_authorization_request() -> None:
     m = machine()
     authorize(m, state=STATE)
     authorize(m, state=OTHER_STATE)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=callback_url(STATE)))
     assert m.state is State.AUTHORIZING
     send = one(m.handle(CallbackReceived(now=NOW, url=callback_url(OTHER_STATE))), Send)

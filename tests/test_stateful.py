@@ -2,7 +2,7 @@
 
 A Hypothesis ``RuleBasedStateMachine`` plays the adapter (in the manner of
 python-hyper/priority's ``test/test_priority.py``): it keeps the requests in
-flight, the token store and the refresh lease, answers ``RefreshDue``, logs in
+flight, the token store and the refresh lease, answers ``AcquireLease``, logs in
 again when the grant is lost, and checks every action list the machine returns
 against the guarantees of the design:
 
@@ -53,6 +53,7 @@ from cfauth_core import (
     EVENTS_ALLOWED,
     REFRESH_TOKEN_LIFETIME,
     AccountMoved,
+    AcquireLease,
     Action,
     ApiKey,
     AuthorizationDenied,
@@ -76,15 +77,14 @@ from cfauth_core import (
     LogoutRequested,
     Machine,
     OAuth2App,
+    OAuthStateMismatch,
     RefreshAborted,
-    RefreshDue,
     ReleaseLease,
     ResponseReceived,
     RetryAt,
     Send,
     SendFailed,
     State,
-    StateMismatch,
     Store,
     StoreFailed,
     TokenSet,
@@ -405,7 +405,7 @@ class Harness(RuleBasedStateMachine):
                 assert self.lease_held, "ReleaseLease without a lease"
                 self.lease_held = False
                 assert all(i < index for i in stores), "(g) Store after ReleaseLease"
-            elif isinstance(action, RefreshDue):
+            elif isinstance(action, AcquireLease):
                 assert self.OAUTH
                 assert not self.due_pending
                 assert not self.lease_held
@@ -855,14 +855,14 @@ class Harness(RuleBasedStateMachine):
         assert self.state() is State.LEASING
         self.due_pending = False
         if answer == "lease-failed":
-            self.due_unsaved = None  # nothing saved: the next RefreshDue carries it again
+            self.due_unsaved = None  # nothing saved: the next AcquireLease carries it again
             actions = self.feed(LeaseFailed(now=self.now, reason=f"locked ({self.SECRET})"))
             assert isinstance(actions[0], RefreshAborted)
             assert self.SECRET not in repr(actions)
             return
         due_unsaved, self.due_unsaved = self.due_unsaved, None
         if due_unsaved is not None:
-            # The adapter saves RefreshDue.unsaved under the lease, then reads.
+            # The adapter saves AcquireLease.unsaved under the lease, then reads.
             self.remember_store(due_unsaved)
             self.unsaved = None
         if self.unsaved is not None and self.unsaved == self.m.tokens:
@@ -993,7 +993,7 @@ class Harness(RuleBasedStateMachine):
         if kind in ("wrong-state", "replayed"):
             other = self.used_states[-1] if kind == "replayed" and self.used_states else "x" * 22
             url = f"{base}code={code}&state={other}"
-            self.expect_refused(CallbackReceived(now=self.now, url=url), StateMismatch)
+            self.expect_refused(CallbackReceived(now=self.now, url=url), OAuthStateMismatch)
             return
         self.used_states.append(state)
         self.login = None
@@ -1114,7 +1114,7 @@ class Harness(RuleBasedStateMachine):
                 )
             )
         assert not self.lease_held, "(j) the lease was never released"
-        assert not self.due_pending, "(j) a RefreshDue was never answered"
+        assert not self.due_pending, "(j) a AcquireLease was never answered"
         assert not self.inflight
         assert self.m.state not in CALLS_WAIT
 
@@ -1188,9 +1188,9 @@ def oauth_machine(tokens: TokenSet | None) -> Machine:
 
 
 def refresh_send(machine: Machine, now: float, reason: str) -> Send:
-    """Drive ``machine`` (READY, refresh due) through RefreshDue to its refresh Send."""
+    """Drive ``machine`` (READY, refresh due) through AcquireLease to its refresh Send."""
     actions = machine.handle(CallRequested(now=now, method="GET", path="booking/index"))
-    assert actions[1:] == [RefreshDue(reason)]
+    assert actions[1:] == [AcquireLease(reason)]
     (send,) = machine.handle(TokensLoaded(now=now, tokens=machine.tokens))
     assert isinstance(send, Send)
     assert send.purpose == "refresh"
@@ -1200,7 +1200,7 @@ def refresh_send(machine: Machine, now: float, reason: str) -> Send:
 def test_refresh_without_rotation_in_keep_alive_window_does_not_loop() -> None:
     """A keep-alive refresh answered without a new refresh token (RFC 6749 s. 6 allows
     it) cannot extend the refresh token: the waiting call must go out, not another
-    RefreshDue (the old core refreshed forever and never sent the call)."""
+    AcquireLease (the old core refreshed forever and never sent the call)."""
     tokens = TokenSet(
         access_token="ACCESS-0001",
         refresh_token="REFRESH-0001",

@@ -9,6 +9,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     ApiKey,
     CallRequested,
     ClockTick,
@@ -17,7 +18,6 @@ from cfauth_core import (
     LogoutRequested,
     Machine,
     OAuth2App,
-    RefreshDue,
     Send,
     SendFailed,
     Store,
@@ -37,7 +37,7 @@ def pair(n: int, at: float) -> TokenSet:
 
 def refresh(machine: Machine, now: float, n: int, loaded: TokenSet | None = None) -> Store:
     """Run one refresh (due at ``now``) to its Store; return the Store."""
-    due = one(machine.handle(ClockTick(now=now)), RefreshDue)
+    due = one(machine.handle(ClockTick(now=now)), AcquireLease)
     del due
     send = one(machine.handle(TokensLoaded(now=now, tokens=loaded or machine.tokens)), Send)
     body = {
@@ -63,14 +63,14 @@ def test_failed_save_is_saved_again_under_the_next_lease() -> None:
     assert ("Authorization", "Bearer ACCESS-0002") in send.request.headers
     # The next refresh asks for it to be saved under the lease, again after a LeaseFailed.
     later = due_at(machine)
-    assert machine.handle(ClockTick(now=later))[-1] == RefreshDue("expiring", store.tokens)
+    assert machine.handle(ClockTick(now=later))[-1] == AcquireLease("expiring", store.tokens)
     machine.handle(LeaseFailed(now=later))
-    assert machine.handle(ClockTick(now=later + 1))[-1] == RefreshDue("expiring", store.tokens)
+    assert machine.handle(ClockTick(now=later + 1))[-1] == AcquireLease("expiring", store.tokens)
     # Saved and loaded under the lease: even if that refresh fails, the next
     # one has nothing to save.
     send = one(machine.handle(TokensLoaded(now=later + 1, tokens=store.tokens)), Send)
     machine.handle(SendFailed(now=later + 1, request_id=send.request_id))
-    assert machine.handle(ClockTick(now=later + 2))[-1] == RefreshDue("expiring", None)
+    assert machine.handle(ClockTick(now=later + 2))[-1] == AcquireLease("expiring", None)
 
 
 @pytest.mark.parametrize("then", ["saved", "logout", "other-process"])
@@ -89,7 +89,7 @@ def test_failed_save_is_forgotten_once_the_pair_is_replaced(then: str) -> None:
     else:
         # Another process stored a newer pair, loaded outside the lease.
         machine.handle(TokensLoaded(now=NOW + 1, tokens=pair(7, NOW + 1)))
-    due = one(machine.handle(ClockTick(now=due_at(machine))), RefreshDue)
+    due = one(machine.handle(ClockTick(now=due_at(machine))), AcquireLease)
     assert due.unsaved is None
 
 
@@ -97,7 +97,7 @@ def test_failure_for_a_pair_no_longer_held_changes_nothing() -> None:
     machine = Machine(Account.parse("acme"), APP, pair(1, NOW - LIFE + 100))
     refresh(machine, NOW, 2)
     assert machine.handle(StoreFailed(now=NOW, tokens=pair(1, NOW - LIFE + 100))) == []
-    due = one(machine.handle(ClockTick(now=due_at(machine))), RefreshDue)
+    due = one(machine.handle(ClockTick(now=due_at(machine))), AcquireLease)
     assert due.unsaved is None
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from cfauth_core import (
     Account,
     AccountMoved,
+    AcquireLease,
     Action,
     AuthorizationFailed,
     AuthorizationLost,
@@ -52,7 +53,6 @@ from cfauth_core import (
     Machine,
     Params,
     RefreshAborted,
-    RefreshDue,
     ReleaseLease,
     ResponseReceived,
     RetryAt,
@@ -94,7 +94,7 @@ log = logging.getLogger("cfauth")
 Work = deque[Action]
 
 #: An I/O request of :meth:`DriverCore.steps`: ``("send", Request)`` answered
-#: with a ``Response``; ``("sleep", seconds)``; ``("lease", RefreshDue.unsaved)``
+#: with a ``Response``; ``("sleep", seconds)``; ``("lease", AcquireLease.unsaved)``
 #: answered with the stored tokens (see :func:`take_lease`); ``("save", TokenSet)``;
 #: ``("origin", str)``; ``("release", None)``.
 IO = tuple[str, Any]
@@ -104,7 +104,7 @@ Steps = Generator[IO, Any, "Event | None"]
 
 
 def take_lease(store: TokenStore, unsaved: TokenSet | None) -> TokenSet | None:
-    """Take the store's lease, save ``unsaved`` (``RefreshDue.unsaved``: tokens
+    """Take the store's lease, save ``unsaved`` (``AcquireLease.unsaved``: tokens
     an earlier save failed to store) and reload; if that
     fails, release the lease before raising.  Blocking: trio runs it in a
     worker thread, in one piece, so no cancellation lands between the two."""
@@ -259,7 +259,7 @@ class DriverCore:
                 )
                 if self._store is not None:
                     self._on_store(action, work)  # type: ignore[arg-type]
-            elif kind is RefreshDue or kind is ReleaseLease:
+            elif kind is AcquireLease or kind is ReleaseLease:
                 log.debug("%s", iso_times(repr(action)))
                 work.append(action)
             elif kind is AccountMoved:
@@ -321,10 +321,10 @@ class DriverCore:
             if delay > 0:
                 yield ("sleep", delay)
             return ClockTick(now=max(self._clock(), action.at))
-        if kind is RefreshDue:
+        if kind is AcquireLease:
             if self._store is None:
                 return TokensLoaded(now=self._clock(), tokens=None)
-            assert isinstance(action, RefreshDue)
+            assert isinstance(action, AcquireLease)
             try:
                 tokens = yield ("lease", action.unsaved)
             except Exception as error:
@@ -372,7 +372,7 @@ class DriverCore:
                     now=self._clock(), request_id=action.request_id, reason=reason
                 )
                 self._handle(event, owner, pending)
-            elif kind is RefreshDue:
+            elif kind is AcquireLease:
                 self._handle(LeaseFailed(now=self._clock(), reason=reason), owner, pending)
             elif (kind is ReleaseLease and self._store is not None) or kind in (
                 AccountMoved,

@@ -23,13 +23,13 @@ from cfauth_core import (
     CredentialsRejected,
     LocalProtocolError,
     Machine,
+    NetworkError,
     OAuth2App,
     RateLimited,
     ReauthorizationRequired,
     RefreshFailed,
     Request,
     TokenSet,
-    TransportError,
 )
 
 ORIGIN = "https://acme.checkfront.com"
@@ -305,7 +305,7 @@ def test_transport_failure_is_a_transport_error() -> None:
         raise ConnectionResetError("reset by peer")
 
     driver = Driver(Machine(Account.parse("acme"), ApiKey("k", "secret")), broken)
-    with pytest.raises(TransportError, match="ConnectionResetError"):
+    with pytest.raises(NetworkError, match="ConnectionResetError"):
         driver.request("GET", "item")
 
 
