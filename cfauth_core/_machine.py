@@ -379,6 +379,8 @@ class Machine:
     def _set_auth(self, header: str) -> None:
         self._auth_header = header
         self._base_headers = (("Authorization", header), *self._static_headers)
+        # Plain requests by method and path as the caller gave it (see _on_call_requested).
+        self._requests: dict[tuple[str, str], tuple[str, Request]] = {}
 
     def _secrets(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
         """Every secret the machine knows (and ``extra``), for scrubbing server text."""
@@ -429,21 +431,43 @@ class Machine:
     # -- calls ----------------------------------------------------------------
 
     def _on_call_requested(self, event: CallRequested) -> list[Action]:
+        method = event.method
+        call_id = self._next_call_id
+        if event.params is None and event.data is None and not event.headers:
+            # A plain call: its request is the same every time until the
+            # credential or the origin changes (_set_auth and _move forget it).
+            known = self._requests.get((method, event.path))
+            if known is not None and (
+                self._state is State.READY and (not self._oauth or event.now < self._quiet_until)
+            ):
+                # The common case.
+                self._next_call_id = call_id + 1
+                request_id = self._next_request_id
+                self._next_request_id = request_id + 1
+                path, request = known
+                call = _Call(call_id, method, path, None, ())
+                call.sent_to = request.url
+                call.token = self._auth_header
+                self._calls[call_id] = call
+                self._pending[request_id] = call
+                return [CallAccepted(call_id), Send(request_id, request, call_id)]
         path = self._account.api_path(event.path, event.params)  # may raise: nothing changed yet
         headers = tuple(event.headers) if event.headers else ()
         body = None
         if event.data is not None:
             body = encode_params(event.data, "data").encode("ascii")
             headers += (_FORM,)
-        call_id = self._next_call_id
         self._next_call_id = call_id + 1
-        call = _Call(call_id, event.method, path, body, headers)
+        call = _Call(call_id, method, path, body, headers)
         self._calls[call_id] = call
-        if self._state is State.READY and (not self._oauth or event.now < self._quiet_until):
-            # The common case, without the detour through _dispatch_call.
-            return [CallAccepted(call_id), self._send_call(call)]
         actions: list[Action] = [CallAccepted(call_id)]
         self._dispatch_call(call, event.now, actions)
+        if body is None and not headers and len(event.path) <= _MEMO_PATH_LENGTH:
+            sent = actions[1] if len(actions) == 2 else None
+            if type(sent) is Send and sent.call_id == call_id:
+                if len(self._requests) >= _MEMO_REQUESTS:
+                    self._requests.clear()
+                self._requests[(method, event.path)] = (path, sent.request)
         return actions
 
     def _dispatch_call(self, call: _Call, now: float, actions: list[Action]) -> None:
@@ -612,6 +636,7 @@ class Machine:
         old = self._account.origin
         if status in _PERMANENT and origin != old:
             self._account = self._account.moved_to(origin)
+            self._requests = {}  # they name the old origin
             actions.append(AccountMoved(old, origin))
 
     # -- rate limits ----------------------------------------------------------
@@ -1187,6 +1212,11 @@ class Machine:
 
 
 _EXPIRED = "the refresh token has expired (14 days after it was issued)"
+#: The plain requests kept for reuse (see Machine._on_call_requested): paths up to
+#: _MEMO_PATH_LENGTH characters, at most _MEMO_REQUESTS of them.
+_MEMO_PATH_LENGTH = 256
+_MEMO_REQUESTS = 256
+
 _SPECIAL_STATUSES = frozenset({301, 302, 303, 307, 308, 400, 401, 403, 429, 503})
 
 
