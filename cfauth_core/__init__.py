@@ -7,6 +7,7 @@ logging.  See ``docs/protocol.rst`` for how an adapter drives it.
 from ._account import Account, Params, RedirectKind, RedirectTarget
 from ._actions import (
     AccountMoved,
+    AcquireLease,
     Action,
     AuthorizationFailed,
     AuthorizationLost,
@@ -17,13 +18,13 @@ from ._actions import (
     Fail,
     Forget,
     RefreshAborted,
-    RefreshDue,
     ReleaseLease,
     Request,
     RetryAt,
     Send,
     Store,
 )
+from ._config import Config, __version__
 from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     ActionRequired,
@@ -36,13 +37,13 @@ from ._errors import (
     InvalidInput,
     InvalidTokenRecord,
     LocalProtocolError,
+    NetworkError,
     OAuthError,
+    OAuthStateMismatch,
     RateLimited,
     ReauthorizationRequired,
     RefreshFailed,
     RemoteProtocolError,
-    StateMismatch,
-    TransportError,
     UntrustedRedirect,
 )
 from ._events import (
@@ -57,23 +58,26 @@ from ._events import (
     LogoutRequested,
     ResponseReceived,
     SendFailed,
+    StoreFailed,
     TokensLoaded,
     check_header_value,
     check_headers,
 )
-from ._machine import Config, Machine, __version__
+from ._machine import Machine
 from ._retry import parse_http_date, parse_retry_after
-from ._state import EVENTS_ALLOWED, TRANSITIONS, State, Trigger
+from ._state import CALLS_WAIT, EVENTS_ALLOWED, TRANSITIONS, State, Trigger
 from ._tokens import ACCESS_TOKEN_LIFETIME, REFRESH_TOKEN_LIFETIME, TokenSet
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
+    "CALLS_WAIT",
     "CLIENT_AUTH_FORMS",
     "EVENTS_ALLOWED",
     "REFRESH_TOKEN_LIFETIME",
     "TRANSITIONS",
     "Account",
     "AccountMoved",
+    "AcquireLease",
     "Action",
     "ActionRequired",
     "ApiKey",
@@ -106,15 +110,16 @@ __all__ = [
     "LocalProtocolError",
     "LogoutRequested",
     "Machine",
+    "NetworkError",
     "OAuth2App",
     "OAuthError",
+    "OAuthStateMismatch",
     "Params",
     "RateLimited",
     "ReauthorizationRequired",
     "RedirectKind",
     "RedirectTarget",
     "RefreshAborted",
-    "RefreshDue",
     "RefreshFailed",
     "ReleaseLease",
     "RemoteProtocolError",
@@ -124,11 +129,10 @@ __all__ = [
     "Send",
     "SendFailed",
     "State",
-    "StateMismatch",
     "Store",
+    "StoreFailed",
     "TokenSet",
     "TokensLoaded",
-    "TransportError",
     "Trigger",
     "UntrustedRedirect",
     "__version__",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountMoved",
+    "AcquireLease",
     "Action",
     "AuthorizationFailed",
     "AuthorizationLost",
@@ -32,7 +33,6 @@ __all__ = [
     "Fail",
     "Forget",
     "RefreshAborted",
-    "RefreshDue",
     "ReleaseLease",
     "Request",
     "RetryAt",
@@ -153,18 +153,22 @@ class Store(Action):
         return self
 
 
-class RefreshDue(Action):
+class AcquireLease(Action):
     """A refresh is due: take the store's refresh lease (its cross-process
-    lock), reload the stored tokens, and answer ``TokensLoaded`` (or
-    ``LeaseFailed``).  ``reason`` says why: ``"expiring"``, ``"keep-alive"``
-    or ``"rejected"``."""
+    lock), save ``unsaved`` if it is not ``None`` (tokens whose save failed:
+    ``StoreFailed``; under the lease the store must not lag behind the
+    machine), then reload the stored tokens, and answer ``TokensLoaded`` (or
+    ``LeaseFailed``, after releasing the lease, if any of it failed).
+    ``reason`` says why: ``"expiring"``, ``"keep-alive"`` or ``"rejected"``."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "unsaved")
     reason: str
+    unsaved: TokenSet | None
 
-    def __new__(cls, reason: str) -> RefreshDue:
-        self: RefreshDue = _new(cls._fast)
+    def __new__(cls, reason: str, unsaved: TokenSet | None = None) -> AcquireLease:
+        self: AcquireLease = _new(cls._fast)
         self.reason = reason
+        self.unsaved = unsaved
         self.__class__ = cls
         return self
 

@@ -31,13 +31,13 @@ __all__ = [
     "InvalidInput",
     "InvalidTokenRecord",
     "LocalProtocolError",
+    "NetworkError",
     "OAuthError",
+    "OAuthStateMismatch",
     "RateLimited",
     "ReauthorizationRequired",
     "RefreshFailed",
     "RemoteProtocolError",
-    "StateMismatch",
-    "TransportError",
     "UntrustedRedirect",
     "detach",
 ]
@@ -117,7 +117,7 @@ class OAuthError(CfauthError):
         return _OAUTH_NEXT_STEPS.get(error, _OAUTH_DEFAULT_STEP)
 
 
-class TransportError(CfauthError):
+class NetworkError(CfauthError):
     """The request could not be sent or its answer not received.
 
     Usually worth trying again later (``retryable``); not when the transport
@@ -197,7 +197,7 @@ class InsecureTransport(ActionRequired, ValueError):
     """Plain http where https is required."""
 
 
-class StateMismatch(ActionRequired):
+class OAuthStateMismatch(ActionRequired):
     """An authorization callback whose ``state`` is not the one pending (or was already used)."""
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "LogoutRequested",
     "ResponseReceived",
     "SendFailed",
+    "StoreFailed",
     "TokensLoaded",
     "check_header_value",
     "check_headers",
@@ -270,7 +271,7 @@ class ClockTick(Event):
 
 class TokensLoaded(Event):
     """The store's tokens, read under its refresh lease (the answer to
-    ``RefreshDue``), or at any other time to pick up tokens another process
+    ``AcquireLease``), or at any other time to pick up tokens another process
     stored.  ``None`` when the store holds none.  ``client_auth`` is the form
     of the client credentials the store recorded (``Store.client_auth``), if any."""
 
@@ -297,7 +298,7 @@ class TokensLoaded(Event):
 
 class LeaseFailed(Event):
     """The store's refresh lease could not be taken (the answer to
-    ``RefreshDue``); the waiting calls fail with a retryable error."""
+    ``AcquireLease``); the waiting calls fail with a retryable error."""
 
     __slots__ = ("now", "reason")
     now: float
@@ -311,6 +312,37 @@ class LeaseFailed(Event):
         if not isinstance(reason, str):
             raise InvalidInput("reason: pass a short description as a string")
         self.now = now
+        self.reason = reason
+        self.__class__ = cls
+        return self
+
+
+class StoreFailed(Event):
+    """Saving the tokens of a ``Store`` failed (the answer to a ``Store`` whose
+    save raised, in the spirit of h11's ``send_failed()``).  ``tokens`` are the
+    ones the ``Store`` carried; ``reason`` is a short description (no secrets).
+
+    The machine goes on using the tokens (the old refresh token may already be
+    rotated away) and has them saved again under the lease before the store is
+    next read: the next ``AcquireLease`` carries them in ``unsaved``.  A failure
+    for a pair the machine no longer holds changes nothing."""
+
+    __slots__ = ("now", "tokens", "reason")
+    now: float
+    tokens: TokenSet
+    reason: str
+
+    def __new__(
+        cls, *, now: float, tokens: TokenSet, reason: str = "the token store failed"
+    ) -> StoreFailed:
+        self: StoreFailed = _new(cls._fast)
+        _check_now(now)
+        if not isinstance(tokens, TokenSet):
+            raise InvalidInput("tokens: pass the TokenSet of the Store whose save failed")
+        if not isinstance(reason, str):
+            raise InvalidInput("reason: pass a short description as a string")
+        self.now = now
+        self.tokens = tokens
         self.reason = reason
         self.__class__ = cls
         return self

@@ -18,7 +18,7 @@ it once with a fresher token.  It ends with exactly one ``Deliver`` or
 
 Refreshing is single-flight.  When the access token is near expiry (or the
 refresh token near its 14 days), or a call comes back 401 with the current
-token, the machine emits ``RefreshDue`` and enters LEASING: the adapter takes
+token, the machine emits ``AcquireLease`` and enters LEASING: the adapter takes
 the store's lease (its cross-process lock), reloads, and answers
 ``TokensLoaded``.  If the store holds newer tokens, another process refreshed
 already: they are adopted and no refresh is sent.  Otherwise one refresh
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from ._account import (
     Account,
@@ -48,6 +48,7 @@ from ._account import (
 )
 from ._actions import (
     AccountMoved,
+    AcquireLease,
     Action,
     AuthorizationFailed,
     AuthorizationLost,
@@ -58,13 +59,14 @@ from ._actions import (
     Fail,
     Forget,
     RefreshAborted,
-    RefreshDue,
     ReleaseLease,
     Request,
     RetryAt,
     Send,
     Store,
 )
+from ._classify import _grant_lost, _header, _token_rejected
+from ._config import Config
 from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
 from ._errors import (
     AuthorizationDenied,
@@ -74,13 +76,13 @@ from ._errors import (
     CredentialsRejected,
     InvalidInput,
     LocalProtocolError,
+    NetworkError,
     OAuthError,
+    OAuthStateMismatch,
     RateLimited,
     ReauthorizationRequired,
     RefreshFailed,
     RemoteProtocolError,
-    StateMismatch,
-    TransportError,
     UntrustedRedirect,
 )
 from ._events import (
@@ -90,18 +92,17 @@ from ._events import (
     CallRequested,
     ClockTick,
     Event,
-    Headers,
     LeaseFailed,
     LogoutRequested,
     ResponseReceived,
     SendFailed,
+    StoreFailed,
     TokensLoaded,
-    check_header_value,
 )
-from ._record import Record, _new
+from ._login import _at_redirect_uri, _callback_params, _s256, _same
 from ._retry import parse_retry_after
-from ._state import EVENTS_ALLOWED, State, Trigger, next_state
-from ._tokens import TokenSet, load_json, parse_oauth_error, parse_token_response, scrub
+from ._state import CALLS_WAIT, EVENTS_ALLOWED, TRANSITIONS, State, Trigger, next_state
+from ._tokens import TokenSet, parse_token_response, scrub
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
 TYPE_CHECKING = False
@@ -110,9 +111,8 @@ if TYPE_CHECKING:
 
     _Purpose = Literal["refresh", "exchange"]
 
-__all__ = ["Config", "Machine"]
+__all__ = ["Machine"]
 
-__version__ = "0.1.0"
 
 _INF = float("inf")
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
@@ -123,100 +123,6 @@ _FORM = ("Content-Type", "application/x-www-form-urlencoded")
 _USED_STATES_KEPT = 32
 
 
-class Config(Record):
-    """Tunable behaviour; the defaults suit Checkfront.
-
-    ``refresh_leeway``: refresh when the access token has this many seconds
-    left (300), capped at half the token's lifetime (from ``updated_at`` to
-    ``expires_at``) so that short-lived tokens do not refresh on every call.
-    ``keep_alive_before``: refresh when the refresh token has this many
-    seconds left (1 day).  ``max_redirects``: redirect hops followed per
-    request (5).  ``max_rate_limit_retries``: retries of a call answered 429,
-    or 503 with Retry-After (3).  ``max_retry_wait``: the longest wait
-    honoured; a longer Retry-After fails the call at once (300).
-    ``default_retry_wait``: the wait for a 429 without a usable Retry-After
-    (1).  ``pkce``: use PKCE S256 in logins (on).  ``exchange_window``: seconds
-    within which an authorization code must be exchanged (Checkfront: 60).
-    ``user_agent``: sent with every request.  ``client_auth``: how the OAuth2
-    client id and secret go to the token URL as HTTP Basic: ``"auto"`` (the
-    default) sends them percent-encoded (RFC 6749 section 2.3.1) and, when a
-    server answers ``invalid_client`` and encoding changed them, once more raw,
-    then keeps the form that worked (``Machine.client_auth``, ``Store.client_auth``);
-    ``"rfc6749"`` or ``"raw"`` pins one form.
-    """
-
-    __slots__ = (
-        "refresh_leeway",
-        "keep_alive_before",
-        "max_redirects",
-        "max_rate_limit_retries",
-        "max_retry_wait",
-        "default_retry_wait",
-        "pkce",
-        "exchange_window",
-        "user_agent",
-        "client_auth",
-    )
-    refresh_leeway: float
-    keep_alive_before: float
-    max_redirects: int
-    max_rate_limit_retries: int
-    max_retry_wait: float
-    default_retry_wait: float
-    pkce: bool
-    exchange_window: float
-    user_agent: str
-    client_auth: str
-
-    def __new__(
-        cls,
-        *,
-        refresh_leeway: float = 300.0,
-        keep_alive_before: float = 86400.0,
-        max_redirects: int = 5,
-        max_rate_limit_retries: int = 3,
-        max_retry_wait: float = 300.0,
-        default_retry_wait: float = 1.0,
-        pkce: bool = True,
-        exchange_window: float = 60.0,
-        user_agent: str = f"cfauth/{__version__}",
-        client_auth: str = "auto",
-    ) -> Config:
-        self: Config = _new(cls._fast)
-        self.refresh_leeway = refresh_leeway
-        self.keep_alive_before = keep_alive_before
-        self.max_redirects = max_redirects
-        self.max_rate_limit_retries = max_rate_limit_retries
-        self.max_retry_wait = max_retry_wait
-        self.default_retry_wait = default_retry_wait
-        self.pkce = pkce
-        self.exchange_window = exchange_window
-        self.user_agent = user_agent
-        self.client_auth = client_auth
-        for name in (
-            "refresh_leeway",
-            "keep_alive_before",
-            "max_retry_wait",
-            "default_retry_wait",
-            "exchange_window",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise InvalidInput(f"Config.{name}: pass a non-negative number of seconds")
-        for name in ("max_redirects", "max_rate_limit_retries"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 20:
-                raise InvalidInput(f"Config.{name}: pass a whole number from 0 to 20")
-        check_header_value("Config.user_agent", self.user_agent)
-        if not isinstance(self.pkce, bool):
-            raise InvalidInput("Config.pkce: pass True or False")
-        if client_auth not in ("auto", *CLIENT_AUTH_FORMS):
-            raise InvalidInput("Config.client_auth: pass 'auto' (the default), 'rfc6749' or 'raw'")
-        self.__class__ = cls
-        return self
-
-
-#: Methods whose request may be sent again without changing the outcome (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
@@ -300,14 +206,6 @@ class _Authorization:
         self.verifier = verifier
 
 
-def _header(headers: Headers, name: str) -> str | None:
-    """The first value of header ``name`` (lower case) in ``headers``."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
 class Machine:
     """The sans-IO state machine for one grant.
 
@@ -347,6 +245,9 @@ class Machine:
             ("User-Agent", self._config.user_agent),
         )
         self._tokens: TokenSet | None = None
+        # The current pair, when its Store failed (StoreFailed): saved again
+        # under the lease (AcquireLease.unsaved) before the store is next read.
+        self._unsaved: TokenSet | None = None
         self._quiet_until = _INF
         self._set_auth("")
         self._set_tokens(tokens)
@@ -454,6 +355,7 @@ class Machine:
 
     def _set_tokens(self, tokens: TokenSet | None) -> None:
         self._tokens = tokens
+        self._unsaved = None  # a failed save concerns the pair it carried only
         if tokens is not None:
             self._set_auth("Bearer " + tokens.access_token)
             # Before this time no refresh can be due (see _refresh_reason):
@@ -587,7 +489,7 @@ class Machine:
             # A new login over the grant this machine holds: the old tokens serve
             # until the exchange succeeds (a 401 then waits for the new ones).
             actions.append(self._send_call(call))
-        elif state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
+        elif state in CALLS_WAIT:
             self._waiting.append(call)
         else:
             self._fail(call, self._lost_error(), actions)
@@ -802,7 +704,7 @@ class Machine:
             return
         call.auth_retried = True
         state = self._state
-        if state is State.LEASING or state is State.REFRESHING or state is State.EXCHANGING:
+        if state in CALLS_WAIT:
             self._waiting.append(call)
         elif state is not State.READY:
             self._fail(call, self._lost_error(), actions)
@@ -817,7 +719,7 @@ class Machine:
 
     def _start_refresh(self, reason: str, actions: list[Action]) -> None:
         self._goto(Trigger.REFRESH_DUE)
-        actions.append(RefreshDue(reason))
+        actions.append(AcquireLease(reason, self._unsaved))
 
     def _on_tokens_loaded(self, event: TokensLoaded) -> list[Action]:
         if not self._oauth:
@@ -848,6 +750,8 @@ class Machine:
                 self._goto(Trigger.TOKENS_ADOPTED)
             return []
         actions: list[Action] = []
+        # The adapter saved AcquireLease.unsaved under the lease before loading.
+        self._unsaved = None
         if adopt:
             self._set_tokens(loaded)
         tokens = self._tokens
@@ -891,6 +795,15 @@ class Machine:
         self._pending[request_id] = pending
         actions.append(Send(request_id, request, None, purpose, deadline))
         return pending
+
+    def _on_store_failed(self, event: StoreFailed) -> list[Action]:
+        if not self._oauth:
+            raise LocalProtocolError("a token pair (ApiKey) emits no Store to fail")
+        if event.tokens == self._tokens:
+            # The pair stays in use (its refresh token may be the only valid one
+            # now); the next AcquireLease has it saved under the lease first.
+            self._unsaved = event.tokens
+        return []
 
     def _on_lease_failed(self, event: LeaseFailed) -> list[Action]:
         error = RefreshFailed(
@@ -1018,7 +931,7 @@ class Machine:
             if (
                 pending.deadline is not None
                 and now > pending.deadline
-                and isinstance(error, TransportError)
+                and isinstance(error, NetworkError)
             ):
                 error = CodeExpired(
                     "the authorization code could not be exchanged within "
@@ -1047,7 +960,7 @@ class Machine:
                 cause=error,
                 status=getattr(error, "status", None),
             )
-            if isinstance(error, TransportError) and not error.retryable:
+            if isinstance(error, NetworkError) and not error.retryable:
                 failure.retryable = False  # trying again fails the same way until it is fixed
         self._goto(Trigger.REFRESH_FAILED)
         actions.append(RefreshAborted(failure))
@@ -1092,7 +1005,7 @@ class Machine:
         actions: list[Action] = []
         retryable = event.retryable
         if isinstance(pending, _TokenRequest):
-            error = TransportError(
+            error = NetworkError(
                 f"the token request could not be completed: {reason}", retryable=retryable
             )
             self._token_request_failed(pending, error, event.now, actions)
@@ -1108,7 +1021,7 @@ class Machine:
                     "; the server may have processed it: check whether it took effect "
                     "before sending it again"
                 )
-            self._fail(pending, TransportError(text, retryable=retryable), actions)
+            self._fail(pending, NetworkError(text, retryable=retryable), actions)
         return actions
 
     def _on_clock_tick(self, event: ClockTick) -> list[Action]:
@@ -1119,7 +1032,7 @@ class Machine:
             for _, call_id in due:
                 _, call = self._parked.pop(call_id)
                 self._dispatch_call(call, now, actions)
-        if self._oauth and self._state is State.READY:
+        if self._oauth and (self._state, Trigger.REFRESH_DUE) in TRANSITIONS:
             reason = self._refresh_reason(now)
             if reason == "lost":
                 self._lose_grant(
@@ -1215,20 +1128,20 @@ class Machine:
                 "already used, or AuthorizationRequested was never sent)"
             )
         if not _at_redirect_uri(event.url, self._credential.redirect_uri):
-            raise StateMismatch(
+            raise OAuthStateMismatch(
                 "the callback URL is not at the redirect URI (its scheme, host, port or path "
                 "differ); it was not meant for this login and was ignored"
             )
         params = _callback_params(event.url)
         states = params.get("state", [])
         if len(states) != 1:
-            raise StateMismatch(
+            raise OAuthStateMismatch(
                 "the callback carries no single state parameter; it was not started by this "
                 "login and was ignored"
             )
         if not _same(states[0], authorization.state):
             used = any(_same(states[0], old) for old in self._used_states)
-            raise StateMismatch(
+            raise OAuthStateMismatch(
                 "the callback's state was already used; it was ignored"
                 if used
                 else "the callback's state does not match the pending login; it was ignored"
@@ -1307,90 +1220,6 @@ _MEMO_REQUESTS = 256
 _SPECIAL_STATUSES = frozenset({301, 302, 303, 307, 308, 400, 401, 403, 429, 503})
 
 
-def _token_rejected(event: ResponseReceived) -> bool:
-    """A 400 or 403 that says the bearer token is invalid (Checkfront's messages
-    come from bshaffer/oauth2-server-php as 400 or 401 with
-    ``WWW-Authenticate: Bearer ... error="invalid_token"``)."""
-    challenge = _header(event.headers, "www-authenticate")
-    if challenge is not None and "invalid_token" in challenge:
-        return True
-    if len(event.body) > 65536:
-        return False
-    try:
-        payload = load_json(event.body)
-    except (ValueError, RecursionError):
-        return False
-    error = parse_oauth_error(payload, event.status, ())
-    return error is not None and error.error in ("invalid_token", "invalid_grant")
-
-
-def _grant_lost(error: CfauthError) -> bool:
-    """Whether a refresh failure means the grant is gone for good.
-
-    RFC 6749 section 5.2: ``invalid_grant`` is "The provided authorization
-    grant ... or refresh token is invalid, expired, revoked".  Nothing else
-    ends a grant: ``invalid_client`` is a configuration error, and an answer
-    that is not an OAuth error object (a proxy's HTML page, a 5xx, a
-    ``temporarily_unavailable``) is transient.
-    """
-    return isinstance(error, OAuthError) and error.error == "invalid_grant"
-
-
-def _at_redirect_uri(url: str, redirect_uri: str) -> bool:
-    """Whether a callback given as a full URL (or as a request target, ``/path?...``)
-    is at ``redirect_uri``: same scheme, host, port and path.  A bare query
-    string names no place, and passes."""
-    target = url.split("#", 1)[0]
-    if "?" in target:
-        target = target.split("?", 1)[0]
-    elif "://" not in target and not target.startswith("/"):
-        return True  # a bare query string
-    if not target:
-        return True
-    expected = urlsplit(redirect_uri)
-    if target.startswith("/") and not target.startswith("//"):
-        return target == (expected.path or "/")
-    try:
-        parts = urlsplit(target)
-        port = parts.port
-    except ValueError:
-        return False
-    scheme = parts.scheme.lower()
-    if scheme != expected.scheme.lower() or "@" in parts.netloc:
-        return False
-    default = 443 if scheme == "https" else 80
-    return (
-        parts.hostname == expected.hostname
-        and (port or default) == (expected.port or default)
-        and (parts.path or "/") == (expected.path or "/")
-    )
-
-
-def _callback_params(url: str) -> dict[str, list[str]]:
-    query = url.split("#", 1)[0]
-    if "?" in query:
-        query = query.split("?", 1)[1]
-    params: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        params.setdefault(key, []).append(value)
-    return params
-
-
-def _same(a: str, b: str) -> bool:
-    """Constant-time comparison of two strings."""
-    from hmac import compare_digest  # noqa: PLC0415  (imported when used: import time)
-
-    return compare_digest(a.encode(), b.encode())
-
-
-def _s256(verifier: str) -> str:
-    """The PKCE S256 challenge: BASE64URL(SHA256(ASCII(verifier))), unpadded (RFC 7636 4.2)."""
-    from base64 import urlsafe_b64encode  # noqa: PLC0415  (imported when used: import time)
-    from hashlib import sha256  # noqa: PLC0415
-
-    return urlsafe_b64encode(sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
-
-
 _HINTS: dict[type[Event], str] = {
     CallbackReceived: ": no login is pending (the callback was already used, or "
     "AuthorizationRequested was never sent), or a token refresh or exchange is in flight "
@@ -1399,7 +1228,7 @@ _HINTS: dict[type[Event], str] = {
     AuthorizationRequested: ": a login cannot start while a token refresh or exchange is in "
     "flight; start it once that has ended",
     TokensLoaded: ": tokens can be loaded only when no refresh or exchange is in flight",
-    LeaseFailed: ": LeaseFailed answers a RefreshDue",
+    LeaseFailed: ": LeaseFailed answers a AcquireLease",
 }
 
 _HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {
@@ -1410,6 +1239,7 @@ _HANDLERS: dict[type[Event], Callable[[Machine, Event], list[Action]]] = {
     CallCancelled: Machine._on_call_cancelled,  # type: ignore[dict-item]
     TokensLoaded: Machine._on_tokens_loaded,  # type: ignore[dict-item]
     LeaseFailed: Machine._on_lease_failed,  # type: ignore[dict-item]
+    StoreFailed: Machine._on_store_failed,  # type: ignore[dict-item]
     AuthorizationRequested: Machine._on_authorization_requested,  # type: ignore[dict-item]
     CallbackReceived: Machine._on_callback,  # type: ignore[dict-item]
     LogoutRequested: Machine._on_logout,  # type: ignore[dict-item]

@@ -18,6 +18,9 @@ with the same slots and no such guard: the constructor fills a twin with
 plain attribute stores, then switches the instance's class to the frozen
 one (legal because the layouts are identical).  That halves the cost of
 building a record.
+
+Records are final: subclassing one raises :exc:`TypeError` (as h11 says of
+its events, "don't subclass these").  Wrap a record in your own class instead.
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ class Record:
     def __init_subclass__(cls) -> None:
         if cls.__dict__.get("_is_twin"):
             return
+        for base in cls.__bases__:
+            if base.__dict__.get("__slots__") and issubclass(base, Record):
+                # A leaf record is final: its twin has its exact layout, its
+                # equality compares exact types, and the core matches on them.
+                raise TypeError(
+                    f"{base.__name__} cannot be subclassed: cfauth's records are final "
+                    f"(the core compares and dispatches on their exact type); wrap a "
+                    f"{base.__name__} in your own class instead"
+                )
         slots: list[str] = []
         for klass in reversed(cls.__mro__):
             slots.extend(klass.__dict__.get("__slots__", ()))

@@ -33,10 +33,11 @@ from ._events import (
     LogoutRequested,
     ResponseReceived,
     SendFailed,
+    StoreFailed,
     TokensLoaded,
 )
 
-__all__ = ["EVENTS_ALLOWED", "TRANSITIONS", "State", "Trigger", "next_state"]
+__all__ = ["CALLS_WAIT", "EVENTS_ALLOWED", "TRANSITIONS", "State", "Trigger", "next_state"]
 
 
 class State(Enum):
@@ -83,8 +84,12 @@ class Trigger(Enum):
 
 S, T = State, Trigger
 
+#: The states in which a call waits inside the machine (a token request or the
+#: lease is outstanding) instead of being sent or failed.
+CALLS_WAIT: frozenset[State] = frozenset({S.LEASING, S.REFRESHING, S.EXCHANGING})
+
 _EVERYWHERE: frozenset[type[Event]] = frozenset(
-    {CallRequested, ResponseReceived, SendFailed, ClockTick, CallCancelled}
+    {CallRequested, ResponseReceived, SendFailed, ClockTick, CallCancelled, StoreFailed}
 )
 
 _LOGIN = frozenset({AuthorizationRequested, CallbackReceived, LogoutRequested, TokensLoaded})

@@ -335,15 +335,15 @@ def test_exit_codes_by_error_family() -> None:
     from cfauth.stores import StoreError
     from cfauth_core import (
         InvalidInput,
+        NetworkError,
         OAuthError,
         RateLimited,
         ReauthorizationRequired,
         RefreshFailed,
         RemoteProtocolError,
-        TransportError,
     )
 
-    network = TransportError("connection refused")
+    network = NetworkError("connection refused")
     cases = [
         (ReauthorizationRequired("log in"), EXIT_LOGIN),
         (LoginTimedOut("late"), EXIT_LOGIN),

@@ -10,6 +10,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     ApiKey,
     AuthorizationRequested,
     CallbackReceived,
@@ -22,7 +23,6 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     RefreshAborted,
-    RefreshDue,
     ResponseReceived,
     Send,
     SendFailed,
@@ -161,7 +161,8 @@ def test_records_are_immutable_comparable_hashable_and_copyable() -> None:
     assert hash(tokens) == hash(copy.copy(tokens))
     assert len({tokens, copy.copy(tokens), fresh()}) == 1
     other = TokenSet("AT-1", "RT-0", NOW, NOW, NOW)
-    assert hash(other) != hash(tokens) or other != tokens
+    assert other != tokens
+    assert len({tokens, other}) == 2
     match tokens:
         case TokenSet(access, refresh):
             assert (access, refresh) == ("AT-0", "RT-0")
@@ -246,7 +247,7 @@ def test_token_request_redirected_to_itself_is_a_loop() -> None:
     tokens = TokenSet("AT-0", "RT-0", NOW + 10, NOW + 86_400 * 10, NOW - 13_990)
     machine = Machine(Account.parse("acme"), APP, tokens)
     actions = machine.handle(CallRequested(now=NOW, method="GET", path="item"))
-    assert isinstance(actions[1], RefreshDue)
+    assert isinstance(actions[1], AcquireLease)
     refresh = machine.handle(TokensLoaded(now=NOW, tokens=None))[0]
     assert isinstance(refresh, Send)
     followed = machine.handle(
@@ -300,3 +301,33 @@ def test_a_long_path_is_still_checked_every_time() -> None:
     assert account.api_path(long_path) == "/api/3.0/" + long_path
     with pytest.raises(InvalidInput):
         account.api_path(long_path + "/../secret")
+
+
+def _leaf_records() -> list[type]:
+    import cfauth_core
+    from cfauth_core._record import Record
+
+    found = []
+    for name in cfauth_core.__all__:
+        value = getattr(cfauth_core, name)
+        is_record = isinstance(value, type) and issubclass(value, Record)
+        if is_record and value.__dict__.get("__slots__"):
+            found.append(value)
+    return found
+
+
+@pytest.mark.parametrize("record", _leaf_records(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("own_slots", [(), ("extra",)], ids=["no-slots", "slots"])
+def test_records_are_final(record: type, own_slots: tuple[str, ...]) -> None:
+    """Subclassing a record fails at once with a TypeError saying what to do,
+    not later with a misleading "is immutable"."""
+    with pytest.raises(TypeError, match=f"{record.__name__} cannot be subclassed.*wrap"):
+        type("Sub", (record,), {"__slots__": own_slots})
+
+
+def test_record_bases_stay_open() -> None:
+    """Event and Action (no fields of their own) are the bases records derive from."""
+    from cfauth_core import Action, Event
+
+    assert type("MyEvent", (Event,), {"__slots__": ("now",)})
+    assert type("MyAction", (Action,), {"__slots__": ()})

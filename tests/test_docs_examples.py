@@ -42,7 +42,7 @@ EXPECTED = {
         "ReauthorizationRequired -> log in",
         "ApiError 404",
         "RateLimited, retry after 1.0 s",
-        "TransportError, retryable: True",
+        "NetworkError, retryable: True",
     ],
 }
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from cfauth_core import (
     Account,
     AccountMoved,
+    AcquireLease,
     Action,
     ActionRequired,
     ApiKey,
@@ -46,7 +46,6 @@ from cfauth_core import (
     OAuthError,
     ReauthorizationRequired,
     RefreshAborted,
-    RefreshDue,
     RefreshFailed,
     ReleaseLease,
     ResponseReceived,
@@ -58,6 +57,7 @@ from cfauth_core import (
     UntrustedRedirect,
 )
 from cfauth_core._account import is_oauth_path
+from tests.helpers import only
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -73,10 +73,6 @@ A = TypeVar("A", bound=Action)
 
 def state_of(m: Machine) -> State:
     return m.state
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
 
 
 def tokens(n: int, *, at: float = NOW, life: float = 14000.0) -> TokenSet:
@@ -110,7 +106,7 @@ def start_refresh_with_call_in_flight(m: Machine) -> tuple[Send, Send]:
     assert isinstance(call, Send)
     later = NOW + 13_800
     (due,) = m.handle(ClockTick(now=later))
-    assert isinstance(due, RefreshDue)
+    assert isinstance(due, AcquireLease)
     (refresh,) = m.handle(TokensLoaded(now=later, tokens=m.tokens))
     assert isinstance(refresh, Send)
     assert refresh.purpose == "refresh"
@@ -303,7 +299,7 @@ def assert_grant_kept(m: Machine, before: TokenSet | None) -> None:
     assert m.tokens == before
     # The same refresh token is sent again on the next refresh: it was not blocked.
     actions = m.handle(CallRequested(now=NOW + 1, method="GET", path="booking/index"))
-    assert isinstance(actions[-1], RefreshDue)
+    assert isinstance(actions[-1], AcquireLease)
     (again,) = m.handle(TokensLoaded(now=NOW + 1, tokens=before))
     assert isinstance(again, Send)
     assert b"refresh-0001" in (again.request.body or b"")

@@ -3,6 +3,7 @@ logout(), account, grant_status()) for every driver, against the sandbox."""
 
 from __future__ import annotations
 
+import inspect
 import socket
 import threading
 import urllib.error
@@ -26,8 +27,8 @@ from cfauth_core import (
     Config,
     InvalidInput,
     OAuth2App,
+    OAuthStateMismatch,
     ReauthorizationRequired,
-    StateMismatch,
     TokenSet,
 )
 
@@ -150,7 +151,7 @@ def test_web_application_flow_across_two_clients(kind: str, sandbox: Sandbox) ->
     assert start.code_verifier not in repr(start)
     callback = browse(start.url, port=sandbox.port, context=sandbox.ssl_context())
     second = make(kind, sandbox, app, store=store)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         run(
             kind,
             second,
@@ -301,7 +302,6 @@ def test_response_reads_like_common_clients() -> None:
 
 
 def test_every_factory_takes_the_same_arguments() -> None:
-    import inspect
 
     own = {
         "stdlib": "max_idle_per_origin",
@@ -345,3 +345,34 @@ def test_pool_size_reaches_the_transport(
     module.client("acme", ApiKey("k" * 8, "s" * 8))
     assert seen[0] == 3
     assert seen[1] != 3
+
+
+@pytest.mark.parametrize("name", ["Driver", "Client"])
+def test_sync_and_trio_bindings_have_the_same_public_shape(name: str) -> None:
+    """The two drivers and clients share one core: the same public methods, each
+    taking the same arguments (only ``close``/``aclose`` and the context manager
+    protocol differ, by their async names)."""
+    import cfauth.sync
+    import cfauth.trio
+
+    renamed = {"close": "aclose", "__enter__": "__aenter__", "__exit__": "__aexit__"}
+
+    def shape(cls: type) -> dict[str, list[tuple[str, Any, Any]]]:
+        found = {}
+        for attr in dir(cls):
+            value = getattr(cls, attr)
+            if attr.startswith("_") and attr not in renamed.values() and attr not in renamed:
+                continue
+            if not callable(value):
+                continue
+            params = inspect.signature(value).parameters
+            kinds = [(p.name, p.kind, p.default) for p in params.values()]
+            found[renamed.get(attr, attr)] = kinds
+        return found
+
+    sync_shape = shape(getattr(cfauth.sync, name))
+    trio_shape = shape(getattr(cfauth.trio, name))
+    for method in ("__init__",):
+        sync_shape.pop(method, None)
+        trio_shape.pop(method, None)
+    assert sync_shape == trio_shape

@@ -18,10 +18,10 @@ from cfauth_core import (
     InvalidInput,
     Machine,
     OAuth2App,
+    OAuthStateMismatch,
     RemoteProtocolError,
     Send,
     State,
-    StateMismatch,
 )
 
 NOW = 1_700_000_000.0
@@ -57,7 +57,7 @@ def test_a_new_login_may_not_reuse_the_pending_state() -> None:
 def test_a_new_login_with_a_fresh_state_replaces_the_pending_one() -> None:
     m = pending()
     m.handle(AuthorizationRequested(now=NOW, state=OTHER_STATE, code_verifier=VERIFIER))
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         callback(m, QUERY)
     with pytest.raises(InvalidInput, match="used before"):
         m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
@@ -87,7 +87,7 @@ def test_a_new_login_with_a_fresh_state_replaces_the_pending_one() -> None:
 )
 def test_a_callback_elsewhere_than_the_redirect_uri_is_ignored(where: str) -> None:
     m = pending()
-    with pytest.raises(StateMismatch, match="not at the redirect URI"):
+    with pytest.raises(OAuthStateMismatch, match="not at the redirect URI"):
         callback(m, f"{where}?{QUERY}")
     # The machine is unchanged: the real callback still completes the login.
     assert m.state is State.AUTHORIZING
@@ -112,9 +112,9 @@ def test_a_callback_at_the_redirect_uri_or_a_bare_query_is_accepted(url: str) ->
 
 def test_a_loopback_callback_must_come_back_to_the_same_port() -> None:
     m = pending("http://127.0.0.1:8765/callback")
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         callback(m, f"http://127.0.0.1:8766/callback?{QUERY}")
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         callback(m, f"http://localhost:8765/callback?{QUERY}")
     assert any(isinstance(a, Send) for a in callback(m, f"http://127.0.0.1:8765/callback?{QUERY}"))
 
@@ -129,7 +129,7 @@ def test_only_the_exact_host_and_path_pass(host: str, path: str) -> None:
     if (host, path) == ("app.example", "/cb"):
         assert any(isinstance(a, Send) for a in callback(m, url))
     else:
-        with pytest.raises(StateMismatch):
+        with pytest.raises(OAuthStateMismatch):
             callback(m, url)
         assert m.state is State.AUTHORIZING
 
@@ -182,12 +182,12 @@ def test_an_error_callback_from_another_issuer_is_a_mix_up_not_a_denial() -> Non
 @pytest.mark.parametrize("url", ["https://app.example/cb", "/cb"])
 def test_a_callback_at_the_redirect_uri_without_a_query_has_no_state(url: str) -> None:
     m = pending()
-    with pytest.raises(StateMismatch, match="no single state"):
+    with pytest.raises(OAuthStateMismatch, match="no single state"):
         callback(m, url)
     assert m.state is State.AUTHORIZING
 
 
 @pytest.mark.parametrize("url", ["https://evil.example/cb", "/other"])
 def test_a_callback_elsewhere_without_a_query_is_ignored(url: str) -> None:
-    with pytest.raises(StateMismatch, match="not at the redirect URI"):
+    with pytest.raises(OAuthStateMismatch, match="not at the redirect URI"):
         callback(pending(), url)

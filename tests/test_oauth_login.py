@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from base64 import b64encode
-from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,16 +29,17 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     OAuthError,
+    OAuthStateMismatch,
     ReauthorizationRequired,
     RemoteProtocolError,
     ResponseReceived,
     Send,
     SendFailed,
     State,
-    StateMismatch,
     Store,
     TokenSet,
 )
+from tests.helpers import one, only
 
 NOW = 1_700_000_000.0
 CLIENT_ID = "client-id"
@@ -61,16 +61,6 @@ CLIENT_BASIC = "Basic " + b64encode(b"client-id:s3cr%2Bt").decode()
 SECRET_FORMS = (CLIENT_SECRET, "s3cr%2Bt", "s3cr%2bt", CLIENT_BASIC.split()[1])
 
 A = TypeVar("A", bound=Action)
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def one(actions: Sequence[Action], kind: type[A]) -> A:
-    found = only(actions, kind)
-    assert len(found) == 1, actions
-    return found[0]
 
 
 def machine(config: Config | None = None) -> Machine:
@@ -243,7 +233,7 @@ def test_callback_as_full_url_or_bare_query(url: str) -> None:
 def test_wrong_state_raises_and_leaves_the_login_pending() -> None:
     m = machine()
     authorize(m)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=callback_url(OTHER_STATE)))
     assert m.state is State.AUTHORIZING
     send = exchange_send(m)
@@ -274,7 +264,7 @@ def test_callback_without_one_matching_state_is_refused(url: str) -> None:
 def test_error_callback_with_wrong_state_cannot_abort_the_login() -> None:
     m = machine()
     authorize(m)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=f"error=access_denied&state={OTHER_STATE}"))
     assert m.state is State.AUTHORIZING
     assert exchange_send(m).purpose == "exchange"
@@ -316,7 +306,7 @@ def test_second_callback_is_refused_after_a_new_login_started() -> None:
     authorize(m)
     m.handle(CallbackReceived(now=NOW, url=f"error=access_denied&state={STATE}"))
     authorize(m, state=OTHER_STATE)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=callback_url(STATE)))
     assert m.state is State.AUTHORIZING
 
@@ -325,7 +315,7 @@ def test_old_state_refused_after_a_new_authorization_request() -> None:
     m = machine()
     authorize(m, state=STATE)
     authorize(m, state=OTHER_STATE)
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=callback_url(STATE)))
     assert m.state is State.AUTHORIZING
     send = one(m.handle(CallbackReceived(now=NOW, url=callback_url(OTHER_STATE))), Send)

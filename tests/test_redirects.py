@@ -18,6 +18,7 @@ import pytest
 from cfauth_core import (
     Account,
     AccountMoved,
+    AcquireLease,
     Action,
     ApiKey,
     CallAccepted,
@@ -29,10 +30,8 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     RefreshAborted,
-    RefreshDue,
     RefreshFailed,
     ReleaseLease,
-    Request,
     ResponseReceived,
     Send,
     Store,
@@ -41,6 +40,7 @@ from cfauth_core import (
     UntrustedRedirect,
 )
 from cfauth_core._events import Headers
+from tests.helpers import header
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -77,12 +77,6 @@ def make_machine(kind: str, account: Account | None = None) -> Machine:
 
 def expected_auth(kind: str) -> str:
     return API_KEY.authorization if kind == "apikey" else "Bearer " + ACCESS
-
-
-def header(request: Request, name: str) -> str | None:
-    values = [v for k, v in request.headers if k.lower() == name.lower()]
-    assert len(values) <= 1, f"{name} appears {len(values)} times"
-    return values[0] if values else None
 
 
 def sends(actions: Sequence[Action]) -> list[Send]:
@@ -572,7 +566,7 @@ def test_refresh_uses_new_token_url_after_migration() -> None:
     answer(machine, second, 200)
     # Near expiry, a tick makes the refresh due; the store has nothing newer.
     near_expiry = NOW + 14000 - 100
-    assert machine.handle(ClockTick(now=near_expiry)) == [RefreshDue("expiring")]
+    assert machine.handle(ClockTick(now=near_expiry)) == [AcquireLease("expiring")]
     actions = machine.handle(TokensLoaded(now=near_expiry, tokens=fresh_tokens()))
     refresh = only_send(actions)
     assert refresh.purpose == "refresh"
@@ -725,12 +719,12 @@ def test_insecure_loopback_other_origins_refused(location: str) -> None:
 
 
 def start_refresh(machine: Machine, now: float = NOW + 14000 - 100) -> tuple[int, Send]:
-    """A call near expiry: RefreshDue, then the refresh Send; the call waits."""
+    """A call near expiry: AcquireLease, then the refresh Send; the call waits."""
     actions = machine.handle(CallRequested(now=now, method="GET", path="booking/index"))
     assert len(actions) == 2, actions
     accepted, due = actions
     assert isinstance(accepted, CallAccepted)
-    assert due == RefreshDue("expiring")
+    assert due == AcquireLease("expiring")
     refresh = only_send(machine.handle(TokensLoaded(now=now, tokens=fresh_tokens())))
     assert refresh.purpose == "refresh"
     assert refresh.request.url == ACME + "/oauth/token/"

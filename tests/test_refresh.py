@@ -13,6 +13,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     Action,
     AuthorizationLost,
     CallAccepted,
@@ -25,21 +26,20 @@ from cfauth_core import (
     LeaseFailed,
     LocalProtocolError,
     Machine,
+    NetworkError,
     OAuth2App,
     ReauthorizationRequired,
     RefreshAborted,
-    RefreshDue,
     RefreshFailed,
     ReleaseLease,
-    ResponseReceived,
     Send,
     SendFailed,
     State,
     Store,
     TokenSet,
     TokensLoaded,
-    TransportError,
 )
+from tests.helpers import one, only, respond
 
 NOW = 1_700_000_000.0
 DAY = 24 * 3600.0
@@ -51,16 +51,6 @@ APP = OAuth2App("client-id", "s3cr+t", "https://app.example/cb")
 CLIENT_BASIC = "Basic " + b64encode(b"client-id:s3cr%2Bt").decode()
 
 A = TypeVar("A", bound=Action)
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def one(actions: Sequence[Action], kind: type[A]) -> A:
-    found = only(actions, kind)
-    assert len(found) == 1, actions
-    return found[0]
 
 
 def index(actions: Sequence[Action], kind: type[Action]) -> int:
@@ -131,26 +121,11 @@ def token_body(n: int, *, expires_in: int = 14000, rotate: bool = True) -> bytes
     return json.dumps(fields).encode()
 
 
-def respond(
-    m: Machine,
-    send: Send,
-    status: int = 200,
-    body: bytes = b"{}",
-    now: float = NOW,
-    headers: Sequence[tuple[str, str]] = (),
-) -> list[Action]:
-    return m.handle(
-        ResponseReceived(
-            now=now, request_id=send.request_id, status=status, headers=list(headers), body=body
-        )
-    )
-
-
 def start_refresh(m: Machine, now: float = NOW) -> tuple[int, Send]:
     """Make a call that is due for refresh, answer the lease with the current
     tokens, and return the waiting call's id and the refresh Send."""
     actions = call(m, now)
-    assert one(actions, RefreshDue).reason in {"expiring", "keep-alive"}
+    assert one(actions, AcquireLease).reason in {"expiring", "keep-alive"}
     assert not only(actions, Send)
     refresh = one(m.handle(TokensLoaded(now=now, tokens=m.tokens)), Send)
     assert refresh.purpose == "refresh"
@@ -204,7 +179,7 @@ def test_proactive_refresh_within_the_default_leeway() -> None:
     actions = call(m)
     assert len(actions) == 2
     assert isinstance(actions[0], CallAccepted)
-    assert actions[1] == RefreshDue("expiring")
+    assert actions[1] == AcquireLease("expiring")
     assert state(m) is State.LEASING
 
     refresh_actions = m.handle(TokensLoaded(now=NOW, tokens=None))
@@ -241,7 +216,7 @@ def test_proactive_refresh_within_the_default_leeway() -> None:
 def test_already_expired_access_token_is_refreshed_before_the_call() -> None:
     m = machine(tokens(0, expires_at=NOW - 5))
     actions = call(m)
-    assert one(actions, RefreshDue).reason == "expiring"
+    assert one(actions, AcquireLease).reason == "expiring"
     assert not only(actions, Send)
 
 
@@ -250,17 +225,17 @@ def test_custom_refresh_leeway(left: float, due: bool) -> None:
     m = machine(tokens(0, expires_at=NOW + left), Config(refresh_leeway=1000))
     actions = call(m)
     if due:
-        assert one(actions, RefreshDue).reason == "expiring"
+        assert one(actions, AcquireLease).reason == "expiring"
         assert not only(actions, Send)
     else:
-        assert not only(actions, RefreshDue)
+        assert not only(actions, AcquireLease)
         assert auth(one(actions, Send)) == "Bearer AT-0"
 
 
 def test_zero_leeway_refreshes_only_once_expired() -> None:
     config = Config(refresh_leeway=0)
     assert only(call(machine(tokens(0, expires_at=NOW + 1), config)), Send)
-    assert only(call(machine(tokens(0, expires_at=NOW), config)), RefreshDue)
+    assert only(call(machine(tokens(0, expires_at=NOW), config)), AcquireLease)
 
 
 # -- refresh-token keep-alive -----------------------------------------------------------
@@ -269,7 +244,7 @@ def test_zero_leeway_refreshes_only_once_expired() -> None:
 def test_keep_alive_within_a_day_of_the_refresh_token_expiry() -> None:
     m = machine(keep_alive_due())
     actions = call(m)
-    assert one(actions, RefreshDue).reason == "keep-alive"
+    assert one(actions, AcquireLease).reason == "keep-alive"
     assert not only(actions, Send)
     refresh = one(m.handle(TokensLoaded(now=NOW, tokens=m.tokens)), Send)
     assert form(refresh)["refresh_token"] == ["RT-0"]
@@ -281,14 +256,14 @@ def test_keep_alive_within_a_day_of_the_refresh_token_expiry() -> None:
 def test_no_keep_alive_before_the_last_day() -> None:
     m = machine(tokens(0, expires_at=NOW - 200 + 14000, refresh_expires_at=NOW + DAY + 1))
     actions = call(m)
-    assert not only(actions, RefreshDue)
+    assert not only(actions, AcquireLease)
     assert only(actions, Send)
 
 
 def test_custom_keep_alive_window() -> None:
     config = Config(keep_alive_before=3 * DAY)
     current = tokens(0, expires_at=NOW - 200 + 14000, refresh_expires_at=NOW + 3 * DAY - 100)
-    assert one(call(machine(current, config)), RefreshDue).reason == "keep-alive"
+    assert one(call(machine(current, config)), AcquireLease).reason == "keep-alive"
     assert only(call(machine(current)), Send)
 
 
@@ -311,7 +286,7 @@ def test_clock_tick_reports_nothing_when_nothing_is_due() -> None:
 )
 def test_clock_tick_reports_a_due_refresh(current: TokenSet, reason: str) -> None:
     m = machine(current)
-    assert m.handle(ClockTick(now=NOW)) == [RefreshDue(reason)]
+    assert m.handle(ClockTick(now=NOW)) == [AcquireLease(reason)]
     assert state(m) is State.LEASING
     # Single flight: a second tick while leasing asks for nothing more.
     assert m.handle(ClockTick(now=NOW + 1)) == []
@@ -326,7 +301,7 @@ def test_clock_tick_later_reports_the_refresh_when_it_becomes_due() -> None:
     m = machine(tokens(0, expires_at=NOW + 1000))
     assert m.handle(ClockTick(now=NOW)) == []
     assert m.handle(ClockTick(now=NOW + 699)) == []
-    assert m.handle(ClockTick(now=NOW + 700)) == [RefreshDue("expiring")]
+    assert m.handle(ClockTick(now=NOW + 700)) == [AcquireLease("expiring")]
 
 
 # -- reactive refresh: 401 ----------------------------------------------------------------
@@ -336,7 +311,7 @@ def test_401_with_the_current_token_refreshes_once_and_resends() -> None:
     m = machine()
     send = one(call(m), Send)
     rejected = respond(m, send, 401, b'{"error": "invalid_token"}')
-    assert rejected == [RefreshDue("rejected")]
+    assert rejected == [AcquireLease("rejected")]
     assert state(m) is State.LEASING
     refresh = one(m.handle(TokensLoaded(now=NOW, tokens=m.tokens)), Send)
     assert form(refresh)["refresh_token"] == ["RT-0"]
@@ -403,7 +378,7 @@ def test_400_with_invalid_token_challenge_counts_as_a_rejection() -> None:
     m = machine()
     send = one(call(m), Send)
     challenge = ("WWW-Authenticate", 'Bearer realm="Service", error="invalid_token"')
-    assert respond(m, send, 400, b"", headers=[challenge]) == [RefreshDue("rejected")]
+    assert respond(m, send, 400, b"", headers=[challenge]) == [AcquireLease("rejected")]
 
 
 def test_400_without_a_token_error_is_delivered() -> None:
@@ -421,7 +396,7 @@ def test_400_without_a_token_error_is_delivered() -> None:
 def test_calls_during_a_refresh_wait_and_are_released_together() -> None:
     m = expiring()
     first = call(m)
-    assert only(first, RefreshDue)
+    assert only(first, AcquireLease)
     leasing_calls = [call(m) for _ in range(3)]
     refresh_sends = only(m.handle(TokensLoaded(now=NOW, tokens=None)), Send)
     assert [s.purpose for s in refresh_sends] == ["refresh"]
@@ -455,7 +430,7 @@ def test_rotated_refresh_token_replaces_the_old_one() -> None:
     # Later the new access token nears its expiry: the next refresh uses RT-1.
     later = NOW + 800
     actions = call(m, later)
-    assert one(actions, RefreshDue).reason == "expiring"
+    assert one(actions, AcquireLease).reason == "expiring"
     refresh2 = one(m.handle(TokensLoaded(now=later, tokens=m.tokens)), Send)
     assert form(refresh2) == {"grant_type": ["refresh_token"], "refresh_token": ["RT-1"]}
     sends += [refresh2, *only(respond(m, refresh2, 200, token_body(2), now=later), Send)]
@@ -512,7 +487,7 @@ def test_refused_refresh_token_loses_the_grant(status: int, body: bytes) -> None
     later = call(m, NOW + 1)
     assert isinstance(one(later, Fail).error, ReauthorizationRequired)
     assert not only(later, Send)
-    assert not only(later, RefreshDue)
+    assert not only(later, AcquireLease)
     assert m.handle(ClockTick(now=NOW + 2)) == []
 
 
@@ -520,7 +495,7 @@ def test_refresh_token_past_its_14_days_with_expired_access_token() -> None:
     m = machine(tokens(0, expires_at=NOW - 10, refresh_expires_at=NOW - 1))
     actions = call(m)
     assert not only(actions, Send)
-    assert not only(actions, RefreshDue)
+    assert not only(actions, AcquireLease)
     assert isinstance(one(actions, Fail).error, ReauthorizationRequired)
     assert isinstance(one(actions, AuthorizationLost).error, ReauthorizationRequired)
     assert state(m) is State.REAUTHORIZATION_REQUIRED
@@ -530,7 +505,7 @@ def test_clock_tick_reports_a_lost_grant() -> None:
     m = machine(tokens(0, expires_at=NOW - 10, refresh_expires_at=NOW - 1))
     actions = m.handle(ClockTick(now=NOW))
     assert isinstance(one(actions, AuthorizationLost).error, ReauthorizationRequired)
-    assert not only(actions, RefreshDue)
+    assert not only(actions, AcquireLease)
     assert state(m) is State.REAUTHORIZATION_REQUIRED
 
 
@@ -575,7 +550,7 @@ def test_failed_refresh_keeps_the_tokens_and_fails_the_waiters(how: str) -> None
     assert m.calls_in_progress == 0
     # The next call refreshes again, with the same refresh token.
     again = call(m, NOW + 1)
-    assert one(again, RefreshDue).reason == "expiring"
+    assert one(again, AcquireLease).reason == "expiring"
     retry = one(m.handle(TokensLoaded(now=NOW + 1, tokens=m.tokens)), Send)
     assert form(retry)["refresh_token"] == ["RT-0"]
 
@@ -599,7 +574,7 @@ def test_failed_refresh_after_a_401_fails_the_call_with_the_refresh_error() -> N
 def test_newer_tokens_from_the_store_are_adopted_without_refreshing() -> None:
     m = expiring()
     actions = call(m)
-    assert only(actions, RefreshDue)
+    assert only(actions, AcquireLease)
     waiting = [call_id(actions), call_id(call(m))]
     newer = tokens(7, expires_at=NOW + 13_000, updated_at=NOW - 5)
     done = m.handle(TokensLoaded(now=NOW, tokens=newer))
@@ -616,7 +591,7 @@ def test_newer_tokens_from_the_store_are_adopted_without_refreshing() -> None:
 def test_newer_tokens_after_a_401_are_used_for_the_retry() -> None:
     m = machine()
     send = one(call(m), Send)
-    assert respond(m, send, 401) == [RefreshDue("rejected")]
+    assert respond(m, send, 401) == [AcquireLease("rejected")]
     newer = tokens(7, updated_at=NOW - 5)
     done = m.handle(TokensLoaded(now=NOW, tokens=newer))
     assert [type(a) for a in done] == [ReleaseLease, Send]
@@ -691,7 +666,7 @@ def test_lease_failed_fails_the_waiters_with_a_retryable_error() -> None:
     assert fails[1].error is fails[0].error
     assert state(m) is State.READY
     assert m.tokens == tokens(0, expires_at=NOW + 100)
-    assert one(call(m, NOW + 1), RefreshDue).reason == "expiring"
+    assert one(call(m, NOW + 1), AcquireLease).reason == "expiring"
 
 
 def test_lease_failed_outside_leasing_is_refused() -> None:
@@ -748,7 +723,7 @@ def test_waiting_call_is_sent_even_if_the_new_token_is_short_lived() -> None:
     m = machine(tokens(0, expires_at=NOW + 100), Config(refresh_leeway=20_000))
     _, refresh = start_refresh(m)
     done = respond(m, refresh, 200, token_body(1))
-    assert not only(done, RefreshDue)
+    assert not only(done, AcquireLease)
     assert auth(one(done, Send)) == "Bearer AT-1"
 
 
@@ -756,7 +731,7 @@ def test_short_lived_tokens_from_the_server_do_not_refresh_on_every_call() -> No
     m = expiring()
     _, refresh = start_refresh(m)
     done = respond(m, refresh, 200, token_body(1, expires_in=120))
-    assert not only(done, RefreshDue)
+    assert not only(done, AcquireLease)
     assert auth(one(done, Send)) == "Bearer AT-1"
     assert only(call(m, NOW + 1), Send)
 
@@ -772,7 +747,7 @@ def test_keep_alive_refresh_without_rotation_is_not_repeated() -> None:
     assert auth(one(done, Send)) == "Bearer AT-1"
     # Refreshing again would not extend the refresh token either: calls go out.
     later = call(m, NOW + 60)
-    assert not only(later, RefreshDue)
+    assert not only(later, AcquireLease)
     assert auth(one(later, Send)) == "Bearer AT-1"
     assert m.handle(ClockTick(now=NOW + 120)) == []
 
@@ -818,7 +793,7 @@ def test_a_refresh_that_cannot_succeed_as_it_is_is_not_retryable(retryable: bool
     assert fail.call_id == first
     error = fail.error
     assert isinstance(error, RefreshFailed)
-    assert isinstance(error.cause, TransportError)
+    assert isinstance(error.cause, NetworkError)
     assert (error.retryable, error.cause.retryable) == (retryable, retryable)
     assert reason in str(error)
     assert state(m) is State.READY

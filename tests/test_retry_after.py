@@ -14,6 +14,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     Action,
     ApiKey,
     CallAccepted,
@@ -26,7 +27,6 @@ from cfauth_core import (
     Machine,
     OAuth2App,
     RateLimited,
-    RefreshDue,
     ResponseReceived,
     RetryAt,
     Send,
@@ -542,7 +542,7 @@ def test_oauth_retry_waits_for_refresh_when_token_expiring() -> None:
     late = NOW + 14000 - 100
     assert respond(machine, first, 429, [("Retry-After", "13900")]) == [RetryAt(call_id, late)]
     # No Send with the expiring token: the refresh comes first, the call waits for it.
-    assert machine.handle(ClockTick(now=late)) == [RefreshDue("expiring")]
+    assert machine.handle(ClockTick(now=late)) == [AcquireLease("expiring")]
     assert machine.calls_in_progress == 1
 
 

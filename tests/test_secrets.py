@@ -47,12 +47,13 @@ from cfauth_core import (
     LogoutRequested,
     Machine,
     OAuth2App,
+    OAuthStateMismatch,
     RedirectKind,
     ResponseReceived,
     Send,
     SendFailed,
     State,
-    StateMismatch,
+    StoreFailed,
     TokenSet,
     TokensLoaded,
     Trigger,
@@ -196,6 +197,7 @@ def event_specimens() -> Iterator[Specimen]:
     yield Specimen("ClockTick", ClockTick(now=T0))
     yield Specimen("TokensLoaded", TokensLoaded(now=T0, tokens=tokens()))
     yield Specimen("LeaseFailed", LeaseFailed(now=T0, reason="database is locked"))
+    yield Specimen("StoreFailed", StoreFailed(now=T0, tokens=tokens(), reason="disk full"))
     yield Specimen(
         "AuthorizationRequested",
         AuthorizationRequested(now=T0, state=LOGIN_STATE, code_verifier=VERIFIER),
@@ -346,9 +348,9 @@ def login_flows() -> Iterator[Specimen]:
     )
     yield Specimen("AuthorizeAt", actions[0])
     yield Specimen("Machine (authorizing)", machine)
-    with pytest.raises(StateMismatch) as mismatch:
+    with pytest.raises(OAuthStateMismatch) as mismatch:
         machine.handle(CallbackReceived(now=T0, url=f"?code={CODE}&state={'x' * 30}"))
-    yield Specimen("StateMismatch", mismatch.value)
+    yield Specimen("OAuthStateMismatch", mismatch.value)
     url = f"{APP.redirect_uri}?code={CODE}&state={LOGIN_STATE}"
     actions = machine.handle(CallbackReceived(now=T0, url=url))
     exchange = send_of(actions, "exchange")

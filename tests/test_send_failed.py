@@ -12,9 +12,9 @@ from cfauth_core import (
     Fail,
     InvalidInput,
     Machine,
+    NetworkError,
     Send,
     SendFailed,
-    TransportError,
 )
 
 NOW = 1_700_000_000.0
@@ -26,9 +26,7 @@ def failure(method: str, *, unsent: bool, headers: tuple[tuple[str, str], ...] =
     return str(error(method, unsent=unsent, headers=headers))
 
 
-def error(
-    method: str, *, unsent: bool, headers: tuple[tuple[str, str], ...] = ()
-) -> TransportError:
+def error(method: str, *, unsent: bool, headers: tuple[tuple[str, str], ...] = ()) -> NetworkError:
     m = Machine(Account.parse("acme"), ApiKey("0123456789abcdef", "a-secret-value"))
     actions = m.handle(CallRequested(now=NOW, method=method, path="booking", headers=headers))
     send = next(a for a in actions if isinstance(a, Send))
@@ -36,7 +34,7 @@ def error(
         SendFailed(now=NOW, request_id=send.request_id, reason="reset", unsent=unsent)
     )
     (fail,) = [a for a in actions if isinstance(a, Fail)]
-    assert isinstance(fail.error, TransportError)
+    assert isinstance(fail.error, NetworkError)
     return fail.error
 
 

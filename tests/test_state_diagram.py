@@ -78,7 +78,7 @@ def test_dot_has_one_labelled_edge_per_transition() -> None:
 
 def test_dot_nodes_list_the_events_only_some_states_accept() -> None:
     nodes = {m["name"]: m["label"] for m in _DOT_NODE.finditer(render_dot())}
-    # LEASING alone answers RefreshDue with LeaseFailed; EXCHANGING accepts only the common ones.
+    # LEASING alone answers AcquireLease with LeaseFailed; EXCHANGING accepts only the common ones.
     assert "LeaseFailed" in nodes[State.LEASING.name]
     assert "LeaseFailed" not in nodes[State.READY.name]
     assert "CallbackReceived" in nodes[State.AUTHORIZING.name]

@@ -2,7 +2,7 @@
 
 A Hypothesis ``RuleBasedStateMachine`` plays the adapter (in the manner of
 python-hyper/priority's ``test/test_priority.py``): it keeps the requests in
-flight, the token store and the refresh lease, answers ``RefreshDue``, logs in
+flight, the token store and the refresh lease, answers ``AcquireLease``, logs in
 again when the grant is lost, and checks every action list the machine returns
 against the guarantees of the design:
 
@@ -21,9 +21,10 @@ against the guarantees of the design:
     new tokens, if any) within a bounded number of answers to its refresh,
     and draining every request at the end releases it.
 
-Behaviour the core currently gets wrong is listed in ``KNOWN_CORE_BUGS``: the
-random tests do not generate those inputs, and a focused test at the end of
-this file shows each bug (``xfail`` while it stands).
+The model's rules about other processes: under the lease, another process's
+pair is adopted whatever its ``updated_at`` says (its clock may lag); outside
+the lease only a pair at least as recent as the machine's is adopted, and an
+older one (a lagging read) is ignored.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ from hypothesis.stateful import (
 )
 
 from cfauth_core import (
+    CALLS_WAIT,
     EVENTS_ALLOWED,
     REFRESH_TOKEN_LIFETIME,
     AccountMoved,
+    AcquireLease,
     Action,
     ApiKey,
     AuthorizationDenied,
@@ -74,21 +77,22 @@ from cfauth_core import (
     LogoutRequested,
     Machine,
     OAuth2App,
+    OAuthStateMismatch,
     RefreshAborted,
-    RefreshDue,
     ReleaseLease,
     ResponseReceived,
     RetryAt,
     Send,
     SendFailed,
     State,
-    StateMismatch,
     Store,
+    StoreFailed,
     TokenSet,
     TokensLoaded,
 )
 from cfauth_core import Account as _Account
 from cfauth_core._account import is_oauth_path
+from tests.helpers import header
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -105,18 +109,6 @@ API_B64 = API_KEY.authorization.split(" ", 1)[1]
 #: Where an account named ``acme`` may migrate to (https, port 443).
 MIGRATION_ORIGIN = re.compile(r"https://acme\.manage\.[a-z]{2}[0-9]{1,2}\.bookingplatform\.app")
 
-#: Inputs on which the core is known to misbehave (see the focused tests at the
-#: end of this file).  The random tests avoid them; remove an entry once its
-#: focused test passes.
-KNOWN_CORE_BUGS: frozenset[str] = frozenset(
-    {
-        # Under the lease, stored tokens with a different refresh token but an
-        # older updated_at (clock skew between processes) are ignored and the
-        # rotated-out refresh token is sent.
-        "store-clock-skew",
-    }
-)
-
 SETTINGS = settings(
     max_examples=200,
     stateful_step_count=50,
@@ -128,13 +120,6 @@ SETTINGS = settings(
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def header(headers: Any, name: str) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return str(value)
-    return None
 
 
 def origin_of(url: str) -> str:
@@ -327,6 +312,7 @@ class Harness(RuleBasedStateMachine):
         self.answered: set[int] = set()
         self.store: TokenSet | None = None
         self.stored_access: set[str] = set()
+        self.introduced_access: set[str] = set()
         self.rotated: set[str] = set()
         self.refused: set[str] = set()
         self.open: set[int] = set()
@@ -336,6 +322,12 @@ class Harness(RuleBasedStateMachine):
         self.due_pending = False
         self.lease_held = False
         self.lease_answers = 0  # answers to the refresh since the lease was taken
+        # The adapter's store may fail to save: the pair whose save failed (until
+        # it is saved again under the lease), and the StoreFailed to report.
+        self.saves_fail = False
+        self.unsaved: TokenSet | None = None
+        self.failed_store: TokenSet | None = None
+        self.due_unsaved: TokenSet | None = None
         self.login: tuple[str, str] | None = None
         self.used_states: list[str] = []
         self.codes: set[str] = set()
@@ -367,6 +359,11 @@ class Harness(RuleBasedStateMachine):
             # (i) an allowed event, whatever the server said, never raises.
             raise AssertionError(f"(i) handle({event!r}) raised {error!r}") from error
         self.check_actions(event, actions)
+        failed, self.failed_store = self.failed_store, None
+        if failed is not None:
+            # The adapter reports the failed save; the machine goes on with the
+            # pair (nothing to do now) and has it saved again under the lease.
+            assert self.m.handle(StoreFailed(now=self.now, tokens=failed, reason="disk full")) == []
         return actions
 
     def expect_refused(
@@ -395,16 +392,30 @@ class Harness(RuleBasedStateMachine):
                 assert self.OAUTH
                 # Only a token response (refresh or exchange) produces tokens to store.
                 assert isinstance(event, ResponseReceived)
-                self.remember_store(action.tokens)
+                if self.saves_fail:
+                    # The server rotated the stored refresh token all the same.
+                    if self.store is not None:
+                        self.rotated.add(self.store.refresh_token)
+                    self.unsaved = self.failed_store = action.tokens
+                    # (d) extended: a Store that failed still introduced its token.
+                    self.introduced_access.add(action.tokens.access_token)
+                else:
+                    self.unsaved = None
+                    self.remember_store(action.tokens)
             elif isinstance(action, ReleaseLease):
                 assert self.lease_held, "ReleaseLease without a lease"
                 self.lease_held = False
                 assert all(i < index for i in stores), "(g) Store after ReleaseLease"
-            elif isinstance(action, RefreshDue):
+            elif isinstance(action, AcquireLease):
                 assert self.OAUTH
                 assert not self.due_pending
                 assert not self.lease_held
                 assert action.reason in ("expiring", "keep-alive", "rejected")
+                # A pair in use whose save failed is saved under the lease before
+                # the store is read; no other pair is ever handed back.
+                pending = self.unsaved if self.unsaved == self.m.tokens else None
+                assert action.unsaved == pending, f"{action!r}: unsaved should be {pending!r}"
+                self.due_unsaved = action.unsaved
                 self.due_pending = True
             elif isinstance(action, (Deliver, Fail)):
                 self.endings[action.call_id] = self.endings.get(action.call_id, 0) + 1
@@ -461,8 +472,11 @@ class Harness(RuleBasedStateMachine):
             if self.OAUTH:
                 scheme, _, token = auth.partition(" ")
                 assert scheme == "Bearer"
-                # (d) never a token that was not stored first.
-                assert token in self.stored_access, f"(d) {token} used before it was stored"
+                # (d) never a token before the Store that introduced it (stored,
+                # or its save failed and it is saved again under the lease).
+                assert token in self.stored_access or token in self.introduced_access, (
+                    f"(d) {token} used before it was stored"
+                )
             else:
                 assert auth == API_KEY.authorization
             self.parked.pop(send.call_id, None)
@@ -616,7 +630,7 @@ class Harness(RuleBasedStateMachine):
             ResponseReceived(now=self.now, request_id=sent[1], status=401, headers=(), body=b"")
         )
         if self.due_pending:
-            self.answer_refresh_due("store")
+            self.answer_refresh_due("store", 0.0)
 
     @precondition(lambda self: self.OAUTH)
     @rule(
@@ -806,7 +820,7 @@ class Harness(RuleBasedStateMachine):
         due = {c for c, at in self.parked.items() if at <= self.now}
         actions = self.feed(ClockTick(now=self.now))
         touched = {getattr(a, "call_id", None) for a in actions}
-        waiting = self.m.state in (State.LEASING, State.REFRESHING, State.EXCHANGING)
+        waiting = self.m.state in CALLS_WAIT
         for call_id in due:
             # A retry whose time came is sent (or fails, or waits for a refresh).
             assert call_id in touched or waiting, f"parked call {call_id} was not released"
@@ -814,47 +828,65 @@ class Harness(RuleBasedStateMachine):
 
     # -- the store and its lease ------------------------------------------------------
 
-    def other_process_tokens(self, life: float = 14_000.0) -> TokenSet:
-        """Tokens a refresh by another process stored (rotating the stored pair)."""
-        stamp = self.now
-        if "store-clock-skew" in KNOWN_CORE_BUGS:
-            current = [t.updated_at for t in (self.store, self.m.tokens) if t is not None]
-            stamp = max([stamp, *current])
+    @precondition(lambda self: self.OAUTH)
+    @rule(fail=st.booleans())
+    def store_breaks(self, fail: bool) -> None:
+        """The store starts (or stops) failing to save; lease and load still work."""
+        self.saves_fail = fail
+
+    def other_process_tokens(self, life: float = 14_000.0, skew: float | None = None) -> TokenSet:
+        """Tokens a refresh by another process stored (rotating the stored pair).
+
+        With ``skew`` the other process's clock lags so far that the pair is
+        stamped ``skew`` seconds before the latest pair seen; without it, the
+        pair is at least as recent as every pair seen.
+        """
+        current = [t.updated_at for t in (self.store, self.m.tokens) if t is not None]
+        latest = max([self.now, *current])
+        stamp = latest if skew is None else min([self.now, *current]) - skew
         tokens = tokens_at(stamp, self.fresh(), life=life)
         self.remember_store(tokens)
         return tokens
 
     @precondition(lambda self: self.due_pending)
-    @rule(answer=st.sampled_from(["store", "none", "newer", "newer-expiring", "lease-failed"]))
-    def answer_refresh_due(self, answer: str) -> None:
+    @rule(
+        answer=st.sampled_from(["store", "none", "newer", "newer-expiring", "lease-failed"]),
+        skew=st.sampled_from([0.0, 5.0, 3_600.0]),  # 0: same stamp
+    )
+    def answer_refresh_due(self, answer: str, skew: float) -> None:
         assert self.state() is State.LEASING
         self.due_pending = False
         if answer == "lease-failed":
+            self.due_unsaved = None  # nothing saved: the next AcquireLease carries it again
             actions = self.feed(LeaseFailed(now=self.now, reason=f"locked ({self.SECRET})"))
             assert isinstance(actions[0], RefreshAborted)
             assert self.SECRET not in repr(actions)
             return
+        due_unsaved, self.due_unsaved = self.due_unsaved, None
+        if due_unsaved is not None:
+            # The adapter saves AcquireLease.unsaved under the lease, then reads.
+            self.remember_store(due_unsaved)
+            self.unsaved = None
+        if self.unsaved is not None and self.unsaved == self.m.tokens:
+            raise AssertionError("the store is read under the lease before a failed save is redone")
         tokens: TokenSet | None
         if answer == "store":
             tokens = self.store
         elif answer == "none":
             tokens = None
         elif answer == "newer":
-            tokens = self.other_process_tokens()
+            # Under the lease the store is the truth, however far the clock lags.
+            tokens = self.other_process_tokens(skew=skew)
         else:
-            tokens = self.other_process_tokens(life=100.0)
+            tokens = self.other_process_tokens(life=100.0, skew=skew)
         self.lease_held = True
         self.lease_answers = 0
         self.feed(TokensLoaded(now=self.now, tokens=tokens))
         if answer == "newer" and self.state() is State.READY:
             assert self.m.tokens == tokens
 
-    @precondition(
-        lambda self: (
-            not self.due_pending and (self.OAUTH or "apikey-tokens-loaded" not in KNOWN_CORE_BUGS)
-        )
-    )
-    @rule(answer=st.sampled_from(["store", "none", "newer"]))
+    @precondition(lambda self: not self.due_pending)
+    @rule(answer=st.sampled_from(["store", "none", "newer", "lagging"]))
     def tokens_loaded_unprompted(self, answer: str) -> None:
         """The adapter reloads the store (e.g. another process logged in or refreshed)."""
         # Another process may refresh, unless this machine holds the lease.
@@ -862,6 +894,13 @@ class Harness(RuleBasedStateMachine):
         tokens = self.store if answer == "store" else None
         if newer:
             tokens = self.other_process_tokens()
+        lagging = answer == "lagging" and self.m.tokens is not None
+        if lagging:
+            # A read that lags: a pair older than the machine's, never stored by
+            # the model, so its tokens count as unstored if they were ever used.
+            assert self.m.tokens is not None
+            tokens = tokens_at(self.m.tokens.updated_at - 1.0, self.fresh())
+        before = self.m.tokens
         event = TokensLoaded(now=self.now, tokens=tokens)
         if TokensLoaded not in EVENTS_ALLOWED[self.m.state]:
             self.expect_refused(event)
@@ -874,6 +913,8 @@ class Harness(RuleBasedStateMachine):
         if newer:
             assert self.state() is State.READY
             assert self.m.tokens == tokens
+        if lagging:
+            assert self.m.tokens == before, "an older pair outside the lease was adopted"
 
     # -- cancellation -------------------------------------------------------------------
 
@@ -941,7 +982,7 @@ class Harness(RuleBasedStateMachine):
         code = f"CODE-{self.fresh():04d}"
         base = self.APP.redirect_uri + "?"
         before = self.m.state
-        if before in (State.LEASING, State.REFRESHING, State.EXCHANGING):
+        if before in CALLS_WAIT:
             # A token request (or the lease) is outstanding: the callback is refused
             # and the login stays pending, to be finished once it has ended.
             self.expect_refused(
@@ -954,7 +995,7 @@ class Harness(RuleBasedStateMachine):
         if kind in ("wrong-state", "replayed"):
             other = self.used_states[-1] if kind == "replayed" and self.used_states else "x" * 22
             url = f"{base}code={code}&state={other}"
-            self.expect_refused(CallbackReceived(now=self.now, url=url), StateMismatch)
+            self.expect_refused(CallbackReceived(now=self.now, url=url), OAuthStateMismatch)
             return
         self.used_states.append(state)
         self.login = None
@@ -989,11 +1030,7 @@ class Harness(RuleBasedStateMachine):
     @rule()
     def logout(self) -> None:
         event = LogoutRequested(now=self.now)
-        if not self.OAUTH or self.state() in (
-            State.LEASING,
-            State.REFRESHING,
-            State.EXCHANGING,
-        ):
+        if not self.OAUTH or self.state() in CALLS_WAIT:
             self.expect_refused(event)
             return
         if self.m.tokens is not None:
@@ -1079,9 +1116,9 @@ class Harness(RuleBasedStateMachine):
                 )
             )
         assert not self.lease_held, "(j) the lease was never released"
-        assert not self.due_pending, "(j) a RefreshDue was never answered"
+        assert not self.due_pending, "(j) a AcquireLease was never answered"
         assert not self.inflight
-        assert self.m.state not in (State.LEASING, State.REFRESHING, State.EXCHANGING)
+        assert self.m.state not in CALLS_WAIT
 
     @invariant()
     def calls_end_once(self) -> None:
@@ -1117,11 +1154,12 @@ class Harness(RuleBasedStateMachine):
         elif state is not State.EXCHANGING:  # a new login over a held grant keeps it
             assert m.tokens is None
         if m.tokens is not None:
-            assert m.tokens.access_token in self.stored_access
+            token = m.tokens.access_token
+            assert token in self.stored_access or token in self.introduced_access
         # Every open call is in flight, parked until a retry time, or waiting.
         busy = {s.call_id for s in self.inflight.values()}
         for call_id in self.open - busy - set(self.parked):
-            assert state in (State.LEASING, State.REFRESHING, State.EXCHANGING), (
+            assert state in CALLS_WAIT, (
                 f"call {call_id} is neither in flight, parked nor waiting ({state})"
             )
 
@@ -1162,9 +1200,9 @@ def oauth_machine(tokens: TokenSet | None) -> Machine:
 
 
 def refresh_send(machine: Machine, now: float, reason: str) -> Send:
-    """Drive ``machine`` (READY, refresh due) through RefreshDue to its refresh Send."""
+    """Drive ``machine`` (READY, refresh due) through AcquireLease to its refresh Send."""
     actions = machine.handle(CallRequested(now=now, method="GET", path="booking/index"))
-    assert actions[1:] == [RefreshDue(reason)]
+    assert actions[1:] == [AcquireLease(reason)]
     (send,) = machine.handle(TokensLoaded(now=now, tokens=machine.tokens))
     assert isinstance(send, Send)
     assert send.purpose == "refresh"
@@ -1174,7 +1212,7 @@ def refresh_send(machine: Machine, now: float, reason: str) -> Send:
 def test_refresh_without_rotation_in_keep_alive_window_does_not_loop() -> None:
     """A keep-alive refresh answered without a new refresh token (RFC 6749 s. 6 allows
     it) cannot extend the refresh token: the waiting call must go out, not another
-    RefreshDue (the old core refreshed forever and never sent the call)."""
+    AcquireLease (the old core refreshed forever and never sent the call)."""
     tokens = TokenSet(
         access_token="ACCESS-0001",
         refresh_token="REFRESH-0001",
@@ -1242,9 +1280,11 @@ def test_call_redirected_to_token_url_does_not_carry_credentials_there(oauth: bo
             body=b"",
         )
     )
-    for action in actions:
-        if isinstance(action, Send):
-            assert urlsplit(action.request.url).path != TOKEN_PATH
+    # The call fails (the redirect is refused); nothing goes to the token URL.
+    assert [type(a) for a in actions] == [Fail]
+    fail = actions[0]
+    assert isinstance(fail, Fail)
+    assert fail.call_id == send.call_id
 
 
 def test_lease_adopts_rotated_store_tokens_despite_clock_skew() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from base64 import b64encode
-from collections.abc import Sequence
 from typing import TypeVar
 from urllib.parse import parse_qs
 
@@ -12,6 +11,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     Action,
     ApiKey,
     AuthorizationRequested,
@@ -25,15 +25,15 @@ from cfauth_core import (
     InvalidInput,
     LocalProtocolError,
     Machine,
-    RefreshDue,
+    NetworkError,
     ResponseReceived,
     Send,
     SendFailed,
     State,
     TokenSet,
     TokensLoaded,
-    TransportError,
 )
+from tests.helpers import one, only
 
 NOW = 1_700_000_000.0
 KEY = "0123456789abcdef"
@@ -42,16 +42,6 @@ BASIC = "Basic " + b64encode(f"{KEY}:{SECRET}".encode()).decode()
 API = "https://acme.checkfront.com/api/3.0/"
 
 A = TypeVar("A", bound=Action)
-
-
-def only(actions: Sequence[Action], kind: type[A]) -> list[A]:
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def one(actions: Sequence[Action], kind: type[A]) -> A:
-    found = only(actions, kind)
-    assert len(found) == 1, actions
-    return found[0]
 
 
 def machine() -> Machine:
@@ -163,7 +153,7 @@ def test_no_refresh_is_ever_due() -> None:
         send = send_call(m, now)
         seen += respond(m, send, 401, now=now)
         seen += m.handle(ClockTick(now=now))
-    assert not only(seen, RefreshDue)
+    assert not only(seen, AcquireLease)
     assert not only(seen, Send)
     assert len(only(seen, Fail)) == 5
     assert m.tokens is None
@@ -192,7 +182,7 @@ def test_400_with_invalid_token_challenge_is_delivered_not_refreshed() -> None:
             now=NOW, request_id=send.request_id, status=400, headers=[challenge], body=b""
         )
     )
-    assert not only(actions, RefreshDue)
+    assert not only(actions, AcquireLease)
     assert one(actions, Deliver).status == 400
 
 
@@ -304,7 +294,7 @@ def test_a_transport_failure_says_whether_to_retry(retryable: bool) -> None:
         SendFailed(now=NOW, request_id=send.request_id, reason=reason, retryable=retryable)
     )
     error = one(actions, Fail).error
-    assert isinstance(error, TransportError)
+    assert isinstance(error, NetworkError)
     assert error.retryable is retryable
     assert reason in str(error)
     assert ("may be retried" in str(error)) is retryable

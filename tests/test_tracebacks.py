@@ -278,7 +278,7 @@ def test_the_scan_finds_secrets_in_a_raised_errors_locals() -> None:
 
 
 def test_an_error_raised_by_handle_carries_none_of_the_core_frames() -> None:
-    """A callback for another login is refused with StateMismatch; the frames
+    """A callback for another login is refused with OAuthStateMismatch; the frames
     that parsed it held its code."""
     m = Machine(Account.parse("acme"), APP)
     m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))

@@ -250,11 +250,11 @@ def _exit_code(error: BaseException) -> int:
         CredentialsRejected,
         InvalidInput,
         LocalProtocolError,
+        NetworkError,
         OAuthError,
         ReauthorizationRequired,
         RefreshFailed,
         RemoteProtocolError,
-        TransportError,
     )
 
     from ._http import ApiError  # noqa: PLC0415
@@ -262,8 +262,8 @@ def _exit_code(error: BaseException) -> int:
 
     if isinstance(error, (ReauthorizationRequired, LoginError)):
         return EXIT_LOGIN
-    if isinstance(error, TransportError) or (
-        isinstance(error, RefreshFailed) and isinstance(error.cause, TransportError)
+    if isinstance(error, NetworkError) or (
+        isinstance(error, RefreshFailed) and isinstance(error.cause, NetworkError)
     ):
         return EXIT_NETWORK
     if isinstance(error, RefreshFailed):

@@ -12,7 +12,7 @@ The drivers work with one grant at a time through a :class:`Grant` handle
 save, save the new origin, and the refresh *lease*.  The lease is the lock that
 makes refreshing single-flight across everything sharing the store (threads,
 tasks, processes, machines): the drivers take it when the machine emits
-``RefreshDue``, reload, and release it after the new tokens are saved.  A lease
+``AcquireLease``, reload, and release it after the new tokens are saved.  A lease
 that cannot be taken within its timeout (30 s by default) raises
 :class:`LeaseTimeout`; a holder that dies releases it (the operating system
 for the file lock, the transaction for SQLite, the session for PostgreSQL).

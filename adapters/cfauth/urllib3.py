@@ -79,7 +79,7 @@ from ._http import (
     response_cap,
 )
 from ._tls import check_options, parse_resolve, tls_context, untrusted_certificate
-from .stdlib import (
+from ._wire import (
     TotalTimeout,
     _describe,
     _FirstByteResponse,

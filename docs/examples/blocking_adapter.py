@@ -83,7 +83,9 @@ class BlockingAdapter:
             )
         if isinstance(action, cf.Store):
             self.stored = action.tokens  # a real store writes action.tokens.to_dict() durably
-        elif isinstance(action, cf.RefreshDue):  # one thread, one process: the lease is trivial
+        elif isinstance(action, cf.AcquireLease):  # one thread, one process: the lease is trivial
+            if action.unsaved is not None:  # a Store that failed: save it before reading
+                self.stored = action.unsaved
             return cf.TokensLoaded(now=now(), tokens=self.stored)
         elif isinstance(action, cf.RetryAt):
             time.sleep(max(0.0, action.at - now()))

@@ -10,10 +10,10 @@ from cfauth_core import (
     ActionRequired,
     ApiKey,
     CfauthError,
+    NetworkError,
     OAuth2App,
     RateLimited,
     ReauthorizationRequired,
-    TransportError,
 )
 
 with Sandbox() as sandbox:
@@ -42,7 +42,7 @@ with Sandbox() as sandbox:
         except RateLimited as error:
             print("RateLimited, retry after", error.retry_after, "s")
 
-    # The server cannot be reached: retry later (TransportError.retryable).
+    # The server cannot be reached: retry later (NetworkError.retryable).
     with client(
         "acme",
         ApiKey(acme.api_key, acme.api_secret),
@@ -52,8 +52,8 @@ with Sandbox() as sandbox:
     ) as api:
         try:
             api.get("item")
-        except TransportError as error:
-            print("TransportError, retryable:", error.retryable)
+        except NetworkError as error:
+            print("NetworkError, retryable:", error.retryable)
 
     # One handler for the rest: every cfauth error is a CfauthError, and its
     # message says what to do next.  ActionRequired: a person or the program acts.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trustme
 
-from cfauth_core import ApiKey, TransportError
+from cfauth_core import ApiKey, NetworkError
 
 from .hostile import KINDS, Close, Hostile, Received, Send, Step, answer, hostile_server
 
@@ -47,7 +47,7 @@ def drop_writes(request: Received) -> list[Step]:
 
 
 def call(kind: str, resolve: dict[str, str], ca_file: str, method: str, **kwargs: Any) -> str:
-    """Make one call through ``kind``'s client; the message of the TransportError."""
+    """Make one call through ``kind``'s client; the message of the NetworkError."""
     options: dict[str, Any] = {"ca_file": ca_file, "resolve": resolve, "connect_timeout": 2.0}
     credential = ApiKey("0123456789abcdef", "a-secret-value")
     if kind == "trio":
@@ -58,7 +58,7 @@ def call(kind: str, resolve: dict[str, str], ca_file: str, method: str, **kwargs
         async def main() -> str:
             async with trio_client("acme", credential, **options) as api:
                 await api.get("booking")
-                with pytest.raises(TransportError) as caught:
+                with pytest.raises(NetworkError) as caught:
                     await api.request(method, "booking/create", **kwargs)
                 return str(caught.value)
 
@@ -69,7 +69,7 @@ def call(kind: str, resolve: dict[str, str], ca_file: str, method: str, **kwargs
         from cfauth.urllib3 import client  # type: ignore[assignment]
     with client("acme", credential, **options) as api:
         api.get("booking")
-        with pytest.raises(TransportError) as caught:
+        with pytest.raises(NetworkError) as caught:
             api.request(method, "booking/create", **kwargs)
         return str(caught.value)
 
@@ -114,7 +114,7 @@ def call_refused(kind: str, resolve: dict[str, str], ca_file: str) -> str:
 
         async def main() -> str:
             async with trio_client("acme", credential, **options) as api:
-                with pytest.raises(TransportError) as caught:
+                with pytest.raises(NetworkError) as caught:
                     await api.post("booking/create", data={"name": "x"})
                 return str(caught.value)
 
@@ -124,6 +124,6 @@ def call_refused(kind: str, resolve: dict[str, str], ca_file: str) -> str:
     else:
         from cfauth.urllib3 import client  # type: ignore[assignment]
     with client("acme", credential, **options) as api:
-        with pytest.raises(TransportError) as caught:
+        with pytest.raises(NetworkError) as caught:
             api.post("booking/create", data={"name": "x"})
         return str(caught.value)

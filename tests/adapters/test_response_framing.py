@@ -18,21 +18,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfauth import stdlib
+from cfauth import _wire
 from cfauth.stdlib import HttpClientTransport
 
 FAILURES = (http.client.HTTPException, OSError)
 
 
 @contextmanager
-def served(data: bytes) -> Iterator[stdlib._FirstByteResponse]:
+def served(data: bytes) -> Iterator[_wire._FirstByteResponse]:
     """A response reader on a socket that holds ``data``, then end-of-file."""
     ours, theirs = socket.socketpair()
     try:
         theirs.sendall(data)
         theirs.close()
         ours.settimeout(5)
-        reader = stdlib._FirstByteResponse(ours, method="GET")
+        reader = _wire._FirstByteResponse(ours, method="GET")
         try:
             yield reader
         finally:
@@ -106,7 +106,7 @@ def test_bytes_after_a_response_make_its_connection_unusable(
     try:
         theirs.sendall(whole + surplus)
         ours.settimeout(5)
-        reader = stdlib._FirstByteResponse(ours, method="GET")
+        reader = _wire._FirstByteResponse(ours, method="GET")
         reader.begin()
         assert reader.read() == body
         assert reader.will_close
@@ -123,7 +123,7 @@ def test_a_clean_response_on_an_open_connection_is_reusable() -> None:
         ours.settimeout(5)
         for chunked in (False, True):
             theirs.sendall(response(b"hello", chunked))
-            reader = stdlib._FirstByteResponse(ours, method="GET")
+            reader = _wire._FirstByteResponse(ours, method="GET")
             reader.begin()
             assert reader.read() == b"hello"
             assert not reader.will_close
@@ -144,7 +144,7 @@ secret = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=12, m
 def test_malformed_header_lines_fail_without_their_text(value: str, shape: str) -> None:
     line = shape.format(v=value).encode("latin-1")
     data = b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n"
-    with pytest.raises(stdlib.MalformedResponse) as caught:
+    with pytest.raises(_wire.MalformedResponse) as caught:
         read(data)
     assert value not in str(caught.value)
 
@@ -152,7 +152,7 @@ def test_malformed_header_lines_fail_without_their_text(value: str, shape: str) 
 @pytest.mark.parametrize("length", ["1, 2", "abc", "-1", "+5", "5 5"])
 def test_a_content_length_that_is_not_one_number_fails(length: str) -> None:
     data = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\nhello".encode()
-    with pytest.raises(stdlib.MalformedResponse, match="Content-Length"):
+    with pytest.raises(_wire.MalformedResponse, match="Content-Length"):
         read(data)
 
 
@@ -165,18 +165,18 @@ def test_repeated_equal_content_lengths_are_one_number() -> None:
 
 def test_other_transfer_codings_fail() -> None:
     data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
-    with pytest.raises(stdlib.MalformedResponse, match="transfer coding"):
+    with pytest.raises(_wire.MalformedResponse, match="transfer coding"):
         read(data)
 
 
 def test_endless_interim_responses_fail() -> None:
-    with pytest.raises(stdlib.MalformedResponse, match="interim"):
+    with pytest.raises(_wire.MalformedResponse, match="interim"):
         read(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 40 + response(b"", False))
 
 
 @pytest.mark.parametrize("status", [b"HTTP/1.1 099 Low", b"HTTP/1.1 2000 Long", b"HTTX/1.1 200 OK"])
 def test_a_bad_status_line_fails(status: bytes) -> None:
-    with pytest.raises(stdlib.MalformedResponse, match="status line"):
+    with pytest.raises(_wire.MalformedResponse, match="status line"):
         read(status + b"\r\nContent-Length: 0\r\n\r\n")
 
 
@@ -203,3 +203,87 @@ def test_limits_are_checked(options: dict[str, float], message: str) -> None:
 def test_total_timeout_none_disables_it() -> None:
     with HttpClientTransport(total_timeout=None) as transport:
         assert transport._total_timeout is None
+
+
+# -- framing, against the stock class ------------------------------------------
+#
+# ``_FirstByteResponse.begin`` replaces ``http.client.HTTPResponse.begin`` (it
+# is stricter and parses the head itself) and calls ``_check_close``.  It
+# mirrors CPython 3.10 to 3.13's framing rules: if a CPython release changes
+# them, these cases show where the two part, before a reused connection could
+# mix up responses.
+
+#: (name, method, bytes the server sends, whether it then closes the connection)
+FRAMING_CASES = [
+    ("keep-alive", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
+    (
+        "chunked",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+        False,
+    ),
+    ("http10-no-length", "GET", b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello", True),
+    (
+        "http10-keep-alive",
+        "GET",
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello",
+        False,
+    ),
+    ("http11-no-length", "GET", b"HTTP/1.1 200 OK\r\n\r\nhello", True),
+    ("204", "GET", b"HTTP/1.1 204 No Content\r\n\r\n", False),
+    ("304", "GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", False),
+    ("head", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", False),
+    (
+        "100-continue",
+        "POST",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        False,
+    ),
+    (
+        "connection-close",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello",
+        True,
+    ),
+    (
+        "connection-close-list",
+        "GET",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nok",
+        True,
+    ),
+]
+
+
+def framing(reader: http.client.HTTPResponse) -> tuple[object, ...]:
+    reader.begin()
+    head = (reader.status, reader.version, reader.chunked, reader.length, reader.will_close)
+    return (*head, reader.read())
+
+
+@pytest.mark.parametrize(
+    ("method", "data", "closes"),
+    [case[1:] for case in FRAMING_CASES],
+    ids=[case[0] for case in FRAMING_CASES],
+)
+def test_framing_matches_the_stock_response_class(method: str, data: bytes, closes: bool) -> None:
+    results = []
+    makers: list[type[http.client.HTTPResponse]] = [
+        _wire._FirstByteResponse,
+        http.client.HTTPResponse,
+    ]
+    for make in makers:
+        ours, theirs = socket.socketpair()
+        try:
+            ours.settimeout(5)
+            theirs.sendall(data)
+            if closes:
+                theirs.shutdown(socket.SHUT_WR)
+            reader = make(ours, method=method)
+            try:
+                results.append(framing(reader))
+            finally:
+                reader.close()
+        finally:
+            ours.close()
+            theirs.close()
+    assert results[0] == results[1]

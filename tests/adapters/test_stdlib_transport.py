@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 
-from cfauth import OutcomeUnknown, Response, TransportFailure, stdlib
+from cfauth import OutcomeUnknown, Response, TransportFailure, _wire, stdlib
 from cfauth._tls import parse_resolve
 from cfauth.sync import Client
 from cfauth_core import ApiKey, Request
@@ -693,10 +693,10 @@ def test_stdlib_idle_connections_are_capped(server: Server, pki: Pki) -> None:
 def test_stdlib_idle_check_sees_a_closed_peer() -> None:
     left, right = socket.socketpair()
     with left, right:
-        assert not stdlib._is_dropped(left)
+        assert not _wire._is_dropped(left)
         right.close()
-        assert stdlib._is_dropped(left)
-    assert stdlib._is_dropped(None)
+        assert _wire._is_dropped(left)
+    assert _wire._is_dropped(None)
 
 
 def test_stdlib_repr_and_path_checks(pki: Pki) -> None:
@@ -729,22 +729,22 @@ PARITY_URLS = [
 
 def test_prepare_matches_the_plain_functions() -> None:
     resolve = parse_resolve({f"{HOST}:443": "127.0.0.1:1", f"{HOST}:8443": "127.0.0.1:2"})
-    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare(resolve, list)
+    prepare: _wire._Prepare[list[tuple[str, str]]] = _wire._Prepare(resolve, list)
     headers = (("Accept", "application/json"), ("User-Agent", "t"))
     for _ in range(2):  # cold, then from the caches
         for url in PARITY_URLS:
             for method, body in (("GET", None), ("POST", None), ("PUT", b"abc")):
                 request = Request(method, url, headers, body)
                 origin, target, head, length = prepare(request)
-                assert target == stdlib._target(request, resolve)
+                assert target == _wire._target(request, resolve)
                 assert origin.key == (target.scheme, target.host, target.port)
-                expected = stdlib._headers(request, target)
+                expected = _wire._headers(request, target)
                 added = [("Content-Length", length)] if length is not None else []
                 assert head + added == expected
 
 
 def test_cached_origin_is_not_reused_for_another_host() -> None:
-    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare({}, list)
+    prepare: _wire._Prepare[list[tuple[str, str]]] = _wire._Prepare({}, list)
     first = prepare(get("/x"))
     other = prepare(get("/x", host=MIGRATED))
     plain = prepare(Request("GET", f"http://{HOST}/x", ()))
@@ -761,18 +761,18 @@ def test_cached_origin_is_not_reused_for_another_host() -> None:
 
 
 def test_caches_are_bounded() -> None:
-    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare({}, list)
-    for i in range(stdlib._MAX_ORIGINS * 2 + 3):
+    prepare: _wire._Prepare[list[tuple[str, str]]] = _wire._Prepare({}, list)
+    for i in range(_wire._MAX_ORIGINS * 2 + 3):
         assert prepare(get("/", host=f"h{i}.example"))[1].host == f"h{i}.example"
-    assert len(prepare._origins) <= stdlib._MAX_ORIGINS
-    for i in range(stdlib._MAX_HEADS * 2 + 3):
+    assert len(prepare._origins) <= _wire._MAX_ORIGINS
+    for i in range(_wire._MAX_HEADS * 2 + 3):
         origin, _, head, _ = prepare(get("/", ("X-N", str(i))))
         assert head[-1] == ("X-N", str(i))
-    assert len(origin.heads) <= stdlib._MAX_HEADS
+    assert len(origin.heads) <= _wire._MAX_HEADS
 
 
 def test_header_checks_hold_after_caching() -> None:
-    prepare: stdlib._Prepare[list[tuple[str, str]]] = stdlib._Prepare({}, list)
+    prepare: _wire._Prepare[list[tuple[str, str]]] = _wire._Prepare({}, list)
     good = (("Authorization", "Bearer abc"), ("Accept", "application/json"))
     assert prepare(get("/", *good))[2][1:] == list(good)
     for bad in ("Bearer abc\r\nX-Injected: 1", "Bearer abc\n", "a\x00b", "caf\u00e9\u20ac"):
@@ -800,7 +800,7 @@ def test_crlf_is_refused_on_the_wire_after_good_requests(
 
 def test_large_body_arrives_intact(send: AnyTransport, server: Server) -> None:
     body = bytes(range(256)) * 400  # more than is joined to the head
-    assert len(body) > stdlib._JOIN_BODY_UP_TO
+    assert len(body) > _wire._JOIN_BODY_UP_TO
     assert send(Request("POST", f"https://{HOST}/big", (), body)).status == 200
     assert server.seen[0].body == body
 
@@ -825,7 +825,7 @@ def test_header_parse_matches_http_client(block: bytes) -> None:
     import http.client
     import io
 
-    fast = stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
+    fast = _wire._parse_headers(io.BufferedReader(io.BytesIO(block)))
     slow = http.client.parse_headers(io.BufferedReader(io.BytesIO(block)))
     # the same pairs, with the optional whitespace around values removed (RFC 9112 5)
     assert list(fast.raw_items()) == [(n, v.strip(" \t")) for n, v in slow.raw_items()]
@@ -837,7 +837,7 @@ def test_obsolete_line_folding_is_joined_with_a_space() -> None:
     import io
 
     block = b"X-Fold: a\r\n  b\r\n\tc\r\nX-After: 1\r\n\r\n"
-    parsed = stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
+    parsed = _wire._parse_headers(io.BufferedReader(io.BytesIO(block)))
     assert list(parsed.raw_items()) == [("X-Fold", "a b c"), ("X-After", "1")]
 
 
@@ -860,8 +860,8 @@ MALFORMED_HEADER_BLOCKS = [
 def test_malformed_or_cut_header_blocks_fail_without_quoting(block: bytes) -> None:
     import io
 
-    with pytest.raises(stdlib.MalformedResponse) as caught:
-        stdlib._parse_headers(io.BufferedReader(io.BytesIO(block)))
+    with pytest.raises(_wire.MalformedResponse) as caught:
+        _wire._parse_headers(io.BufferedReader(io.BytesIO(block)))
     for line in block.split(b"\n"):
         if len(line) > 3:
             assert line.decode("latin-1").strip() not in str(caught.value)

@@ -21,14 +21,15 @@ from cfauth_core import (
     Account,
     ApiKey,
     CredentialsRejected,
+    LocalProtocolError,
     Machine,
+    NetworkError,
     OAuth2App,
     RateLimited,
     ReauthorizationRequired,
     RefreshFailed,
     Request,
     TokenSet,
-    TransportError,
 )
 
 ORIGIN = "https://acme.checkfront.com"
@@ -304,7 +305,7 @@ def test_transport_failure_is_a_transport_error() -> None:
         raise ConnectionResetError("reset by peer")
 
     driver = Driver(Machine(Account.parse("acme"), ApiKey("k", "secret")), broken)
-    with pytest.raises(TransportError, match="ConnectionResetError"):
+    with pytest.raises(NetworkError, match="ConnectionResetError"):
         driver.request("GET", "item")
 
 
@@ -366,7 +367,7 @@ def test_login_then_call(server: FakeCheckfront) -> None:
 def test_closed_driver_refuses_calls(server: FakeCheckfront) -> None:
     with Driver(Machine(Account.parse("acme"), ApiKey("k", "secret")), server) as driver:
         assert driver.request("GET", "item").status == 200
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(LocalProtocolError, match="this client is closed; create a new one"):
         driver.request("GET", "item")
 
 

@@ -32,8 +32,8 @@ from cfauth_core import (
     CfauthError,
     InsecureTransport,
     InvalidInput,
+    NetworkError,
     Request,
-    TransportError,
 )
 
 from .test_stdlib_transport import (
@@ -487,7 +487,7 @@ def test_a_call_over_an_untrusted_certificate_is_not_retryable(
     host, options = _untrusted_setup(case, server, pki)
     account = Account.parse(f"https://{host}")
     api = make_client(kind, account=account, **options)
-    with pytest.raises(TransportError) as failed:
+    with pytest.raises(NetworkError) as failed:
         get_ping(kind, api)
     error = failed.value
     assert error.retryable is False
@@ -505,7 +505,7 @@ def test_other_transport_failures_stay_retryable(kind: str, server: Server, pki:
     api = make_client(
         kind, ca_file=pki.ca_file, resolve={f"{HOST}:443": f"127.0.0.1:{closed_port}"}
     )
-    with pytest.raises(TransportError) as failed:
+    with pytest.raises(NetworkError) as failed:
         get_ping(kind, api)
     assert failed.value.retryable is True
     assert str(failed.value).endswith("the call may be retried")

@@ -29,6 +29,7 @@ from cfauth_core import (
     Request,
     TokenSet,
 )
+from tests.helpers import header
 
 NOW = 1_700_000_000.0
 ORIGIN = "https://acme.checkfront.com"
@@ -46,10 +47,6 @@ def expired_tokens() -> TokenSet:
 
 def fresh_tokens() -> TokenSet:
     return TokenSet("AT-0", "RT-0", NOW + 10000, NOW + 86400 * 10, NOW - 4000)
-
-
-def header(request: Request, name: str) -> str | None:
-    return next((v for k, v in request.headers if k.lower() == name.lower()), None)
 
 
 def token_response(n: int) -> Response:
@@ -598,5 +595,30 @@ def test_logout_forgets_the_grant_and_deletes_the_stored_record() -> None:
         assert driver.machine.tokens is None
         with pytest.raises(ReauthorizationRequired):
             await driver.request("GET", "item")
+
+    run(main)
+
+
+def test_client_aclose_closes_its_transport_even_when_the_driver_fails_to_close() -> None:
+    """As the sync client's ``close``: the transport is closed in a ``finally``."""
+    closed: list[str] = []
+
+    class BrokenDriver(Driver):
+        async def aclose(self) -> None:
+            raise RuntimeError("driver close failed")
+
+    class OwnedTransport:
+        async def aclose(self) -> None:
+            closed.append("transport")
+
+    async def main() -> None:
+        async def handler(request: Request) -> Response:
+            return ok(request)
+
+        driver = BrokenDriver(Machine(ACCOUNT, KEY), FakeTransport(handler), clock=lambda: NOW)
+        client = Client(driver, transport=OwnedTransport())  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="driver close failed"):
+            await client.aclose()
+        assert closed == ["transport"]
 
     run(main)

@@ -34,9 +34,9 @@ from cfauth_core import (
     InvalidInput,
     OAuth2App,
     OAuthError,
+    OAuthStateMismatch,
     ReauthorizationRequired,
     RemoteProtocolError,
-    StateMismatch,
     UntrustedRedirect,
 )
 
@@ -420,9 +420,9 @@ def test_a_hostile_token_is_never_used(
 @pytest.mark.parametrize(
     ("callback", "error"),
     [
-        (f"https://{EVIL}/cb?code=x&state={STATE}", StateMismatch),
-        (f"https://app.example/other?code=x&state={STATE}", StateMismatch),
-        (f"https://app.example/cb?code=x&state={'t' * 30}", StateMismatch),
+        (f"https://{EVIL}/cb?code=x&state={STATE}", OAuthStateMismatch),
+        (f"https://app.example/other?code=x&state={STATE}", OAuthStateMismatch),
+        (f"https://app.example/cb?code=x&state={'t' * 30}", OAuthStateMismatch),
         (f"https://app.example/cb?code=x&state={STATE}&iss=https%3A%2F%2F{EVIL}", CfauthError),
     ],
 )

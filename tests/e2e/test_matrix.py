@@ -22,11 +22,11 @@ from cfauth_core import (
     Account,
     ApiKey,
     Machine,
+    NetworkError,
     OAuth2App,
     ReauthorizationRequired,
     Request,
     TokenSet,
-    TransportError,
     UntrustedRedirect,
 )
 
@@ -309,7 +309,7 @@ def test_default_trust_refuses_the_sandbox_certificate(
         else Urllib3Transport(resolve=sandbox.resolve)
     )
     driver = Driver(Machine(Account.parse("acme"), ApiKey("key", "secret")), transport)
-    with pytest.raises(TransportError, match=r"certificate|CERTIFICATE|verify"):
+    with pytest.raises(NetworkError, match=r"certificate|CERTIFICATE|verify"):
         driver.request("GET", "item")
     transport.close()
     assert sandbox.requests == []
