@@ -18,6 +18,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AcquireLease,
     Action,
     ApiKey,
     AuthorizationRequested,
@@ -32,13 +33,12 @@ from cfauth_core import (
     InvalidInput,
     Machine,
     OAuth2App,
+    OAuthStateMismatch,
     RefreshAborted,
-    RefreshDue,
     RefreshFailed,
     ResponseReceived,
     Send,
     SendFailed,
-    StateMismatch,
     TokenSet,
     TokensLoaded,
     UntrustedRedirect,
@@ -99,7 +99,7 @@ def ended_once(actions: Sequence[Action], call_id: int) -> Deliver | Fail:
 
 def refresh_send(m: Machine) -> Send:
     _, actions = call(m)
-    assert of(actions, RefreshDue), actions
+    assert of(actions, AcquireLease), actions
     (send,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
     assert isinstance(send, Send)
     assert send.purpose == "refresh"
@@ -204,7 +204,7 @@ def test_a_token_expiring_exactly_now_is_not_used(offset: float, refreshes: bool
     m = machine("oauth", Config(refresh_leeway=0), pair)
     _, actions = call(m, now=NOW)
     if refreshes:
-        assert of(actions, RefreshDue), actions
+        assert of(actions, AcquireLease), actions
         assert not of(actions, Send)
     else:
         (send,) = of(actions, Send)
@@ -221,7 +221,7 @@ def fresh_state(n: int) -> str:
 def test_finished_login_state_cannot_start_a_new_login() -> None:
     m = Machine(Account.parse("acme"), APP, config=Config(pkce=False))
     m.handle(AuthorizationRequested(now=NOW, state=STATE))
-    with pytest.raises(StateMismatch):
+    with pytest.raises(OAuthStateMismatch):
         m.handle(CallbackReceived(now=NOW, url=APP.redirect_uri + "?error=access_denied&state=x"))
     m.handle(
         CallbackReceived(now=NOW, url=APP.redirect_uri + f"?error=access_denied&state={STATE}")
