@@ -122,3 +122,26 @@ def test_leap_second_and_last_valid_fields_parse() -> None:
     assert parse_http_date("Sat, 31 Dec 2016 23:59:59 GMT", 0.0) == base
     assert parse_http_date("Sat, 31 Dec 2016 23:59:60 GMT", 0.0) == base + 1
     assert parse_http_date("Mon, 01 Jan 0001 00:00:00 GMT", 0.0) == -62135596800.0
+
+
+@pytest.mark.parametrize(
+    ("text", "wait"),
+    [
+        ("999999999999", 999_999_999_999.0),  # 12 digits: parsed as they are
+        ("1000000000000", 1e12),  # 13 digits and more: "a very long time", 10**12 s
+        ("9999999999999", 1e12),
+        ("9" * 40, 1e12),
+    ],
+)
+def test_delay_seconds_are_exact_up_to_twelve_digits_then_capped(text: str, wait: float) -> None:
+    assert parse_retry_after(text, 0.0) == wait
+
+
+def test_two_digit_years_count_now_in_average_gregorian_years() -> None:
+    # ``now`` is exactly 50 average years (365.2425 days) after 1970: the year is
+    # 2020, and "70" is 2070 (not more than 50 years ahead), not 1970.
+    now = 50 * 31_556_952.0
+    expected = calendar.timegm((2070, 1, 1, 0, 0, 0))
+    assert parse_http_date("Wednesday, 01-Jan-70 00:00:00 GMT", now) == expected
+    # A second earlier it is still 2019, and 2070 would be 51 years ahead: 1970.
+    assert parse_http_date("Wednesday, 01-Jan-70 00:00:00 GMT", now - 1) == 0.0
