@@ -376,3 +376,32 @@ def test_sync_and_trio_bindings_have_the_same_public_shape(name: str) -> None:
         sync_shape.pop(method, None)
         trio_shape.pop(method, None)
     assert sync_shape == trio_shape
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_client_authentication_form_that_worked_is_stored_and_used_again(
+    kind: str, sandbox: Sandbox
+) -> None:
+    """Against a token URL that compares client credentials raw, a secret with
+    special characters needs the raw form: the client that learnt it stores
+    it with the grant, and the next client refreshes in that form at once."""
+    sandbox.client_credentials = "raw"
+    redirect = f"http://127.0.0.1:{free_port()}/callback"
+    secret = "p+s:w%rd ë/=="
+    cid, _ = sandbox.register_client("acme", redirect, client_id="special", client_secret=secret)
+    app = OAuth2App(cid, secret, redirect)
+    store = MemoryStore()
+    first = make(kind, sandbox, app, store=store)
+    start = first.authorization_url()
+    callback = browse(start.url, port=sandbox.port, context=sandbox.ssl_context())
+    run(kind, first, "complete_authorization", callback)
+    assert len(sandbox.token_requests("authorization_code")) == 2  # encoded refused, raw taken
+    record = store.load(GrantKey.for_account(first.driver.machine.account, cid))
+    assert record is not None
+    assert record.client_auth == "raw"
+
+    second = make(kind, sandbox, app, store=store)
+    assert second.driver.machine.client_auth == "raw"
+    sandbox.revoke_access_token("acme")  # the next call is answered 401: a refresh
+    assert run(kind, second, "get", "item").status == 200
+    assert len(sandbox.token_requests("refresh_token")) == 1  # no refused first try

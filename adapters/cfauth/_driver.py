@@ -95,7 +95,8 @@ Work = deque[Action]
 
 #: An I/O request of :meth:`DriverCore.steps`: ``("send", Request)`` answered
 #: with a ``Response``; ``("sleep", seconds)``; ``("lease", AcquireLease.unsaved)``
-#: answered with the stored tokens (see :func:`take_lease`); ``("save", TokenSet)``;
+#: answered with the stored tokens (see :func:`take_lease`); ``("save", (TokenSet,
+#: client_auth))``;
 #: ``("origin", str)``; ``("release", None)``.
 IO = tuple[str, Any]
 
@@ -128,8 +129,9 @@ def new_machine(
     """The machine every factory builds, and the store its driver uses: a
     :class:`~cfauth.stores.GrantStore` is opened for this account and client,
     and a stored origin (the account migrated) is used from the first call."""
-    account, token_store, tokens = open_grant(account, credential, store, tokens)
-    return Machine(account, credential, tokens, config=config), token_store
+    account, token_store, tokens, client_auth = open_grant(account, credential, store, tokens)
+    machine = Machine(account, credential, tokens, config=config, client_auth=client_auth)
+    return machine, token_store
 
 
 class DriverCore:
@@ -340,7 +342,7 @@ class DriverCore:
         if kind is Store:
             assert isinstance(action, Store)
             try:
-                yield ("save", action.tokens)
+                yield ("save", (action.tokens, action.client_auth))
             except Exception as error:
                 # The machine decides what follows (StoreFailed): the tokens
                 # stay in use and are saved again under the lease.

@@ -374,8 +374,9 @@ class TokenStore(Protocol):
     def load_record(self) -> GrantRecord | None:
         """The whole stored record, or ``None``."""
 
-    def save(self, tokens: TokenSet) -> None:
-        """Persist ``tokens`` durably before returning."""
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+        """Persist ``tokens`` durably before returning, with the client
+        authentication form that worked (``Store.client_auth``) when given."""
 
     def save_origin(self, origin: str) -> None:
         """Persist the account's new origin (it migrated)."""
@@ -1473,13 +1474,14 @@ def open_grant(
     credential: Credential,
     store: TokenStore | GrantStore | None,
     tokens: TokenSet | None,
-) -> tuple[Account, TokenStore | None, TokenSet | None]:
-    """The account (at its stored origin), the grant handle and the tokens to
-    start a machine with; shared by the blocking and trio factories."""
+) -> tuple[Account, TokenStore | None, TokenSet | None, str | None]:
+    """The account (at its stored origin), the grant handle, the tokens and the
+    client authentication form that worked (``None``: not learnt yet) to start
+    a machine with; shared by the blocking and trio factories."""
     if isinstance(account, str):
         account = Account.parse(account)
     if store is None:
-        return account, None, tokens
+        return account, None, tokens, None
     client_id = credential.client_id if isinstance(credential, OAuth2App) else credential.key
     if isinstance(store, GrantStore):
         store = store.grant(
@@ -1504,7 +1506,9 @@ def open_grant(
                     raise
         if tokens is None and isinstance(credential, OAuth2App):
             tokens = record.tokens
-    return account, store, tokens
+        if isinstance(credential, OAuth2App):
+            return account, store, tokens, record.client_auth
+    return account, store, tokens, None
 
 
 # -- choosing a store ------------------------------------------------------------------

@@ -237,7 +237,7 @@ class Driver(DriverCore):
         if kind == "lease":
             return take_lease(store, argument)
         if kind == "save":
-            store.save(argument)
+            store.save(*argument)
         elif kind == "origin":
             store.save_origin(argument)
         else:

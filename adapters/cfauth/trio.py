@@ -301,7 +301,7 @@ class Driver(DriverCore):
         if kind == "save":
             try:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(store.save, argument)
+                    await trio.to_thread.run_sync(store.save, *argument)
             finally:
                 self._pending_saves -= 1
                 if self._pending_saves == 0:

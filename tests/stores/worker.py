@@ -61,8 +61,9 @@ def main() -> int:
     store = open_store(config["store"])
 
     def driver_for(key: GrantKey, send: Any = transport) -> Driver:
-        account, grant, tokens = open_grant("acme", app, store.grant(key), None)
-        return Driver(Machine(account, app, tokens), send, store=grant, clock=clock.now)
+        account, grant, tokens, client_auth = open_grant("acme", app, store.grant(key), None)
+        machine = Machine(account, app, tokens, client_auth=client_auth)
+        return Driver(machine, send, store=grant, clock=clock.now)
 
     out = sys.stdout
     if mode == "serve":
