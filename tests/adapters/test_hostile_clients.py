@@ -4,39 +4,19 @@ call that may have been processed is never "may be retried"."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
 
 from cfauth_core import ApiKey, NetworkError
 
-from .hostile import KINDS, Close, Hostile, Received, Send, Step, answer, hostile_server
+from .hostile import KINDS, Close, Hostile, Received, Send, Step, answer
 
 pytest.importorskip("urllib3")
 pytest.importorskip("trio")
 
 CHECK = "check whether it took effect before sending it again"
 RETRY = "the call may be retried"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("clients") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def hostile(ca: trustme.CA) -> Iterator[Hostile]:
-    with hostile_server(ca) as server:
-        yield server
 
 
 def drop_writes(request: Received) -> list[Step]:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
-import trustme
 
 from cfauth import OutcomeUnknown, Response, TransportFailure
 
@@ -31,7 +29,6 @@ from .hostile import (
     Step,
     answer,
     body_id,
-    hostile_server,
 )
 
 pytest.importorskip("urllib3")
@@ -42,24 +39,6 @@ CALLS_PER_THREAD = 10
 TASKS = 200
 ROUNDS = 2
 BROKEN_SHARE = 0.2
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("concurrency") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def hostile(ca: trustme.CA) -> Iterator[Hostile]:
-    with hostile_server(ca) as server:
-        yield server
 
 
 class RandomResets:

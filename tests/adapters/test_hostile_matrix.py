@@ -11,11 +11,10 @@ each request id arrived.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import trustme
 
 from cfauth import OutcomeUnknown, Response, TransportFailure
 
@@ -33,23 +32,10 @@ from .hostile import (
     Step,
     answer,
     body_id,
-    hostile_server,
 )
 
 pytest.importorskip("urllib3")
 pytest.importorskip("trio")
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("hostile") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def delivered(outcome: Outcome, rid: str) -> None:
@@ -386,12 +372,6 @@ def token_answers_are_capped_at_64_kib(c: Caller, s: Hostile) -> None:
 @pytest.fixture(params=KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def hostile(ca: trustme.CA) -> Iterator[Hostile]:
-    with hostile_server(ca) as server:
-        yield server
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
