@@ -48,3 +48,13 @@ def header(headers: Request | Iterable[tuple[str, str]], name: str) -> str | Non
     values = [str(v) for k, v in pairs if k.lower() == name.lower()]
     assert len(values) <= 1, f"{name} appears {len(values)} times"
     return values[0] if values else None
+
+
+def case_id(value: object) -> str:
+    """A parametrized test's id for ``value``: its ``repr`` with every backslash,
+    bracket and non-ASCII character written ``^``.
+
+    Pytest escapes such characters once more in the test's node id, and then
+    cannot find the test by that id (as the mutation tool asks for it).
+    """
+    return "".join(c if " " <= c <= "~" and c not in "\\[]" else "^" for c in repr(value))

@@ -119,7 +119,9 @@ def test_params_and_data_with_a_surrogate_are_invalid_input(value: str) -> None:
 @pytest.mark.parametrize(
     "value",
     [None, True, False, {"status": "PAID"}, [["a"]], [{"a": 1}], b"x", object(), [None]],
-    ids=repr,
+    # The same id on every run (a bare object's repr holds its address): the
+    # mutation tool reruns tests by id.
+    ids=lambda value: "object()" if type(value) is object else repr(value),
 )
 @pytest.mark.parametrize("where", ["params", "data"])
 def test_values_that_have_no_query_form_are_refused(value: object, where: str) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cfauth_core import InvalidTokenRecord, OAuthError, RemoteProtocolError, TokenSet
 from cfauth_core._tokens import parse_token_response
+from tests.helpers import case_id
 
 NOW = 1_700_000_000.0
 DAY = 24 * 3600
@@ -162,7 +163,7 @@ def test_json_that_is_not_an_object_is_refused(raw: bytes) -> None:
         "AT-\u00e9",
         "AT-\u2028",
     ],
-    ids=repr,
+    ids=case_id,
 )
 def test_unusable_token_is_refused(field: str, value: object) -> None:
     with pytest.raises(RemoteProtocolError):
@@ -493,7 +494,7 @@ _BAD_TOKENS: list[object] = [
 
 
 @pytest.mark.parametrize("field", ["access_token", "refresh_token"])
-@pytest.mark.parametrize("value", _BAD_TOKENS, ids=repr)
+@pytest.mark.parametrize("value", _BAD_TOKENS, ids=case_id)
 def test_tokenset_refuses_a_token_that_could_not_be_sent(field: str, value: object) -> None:
     with pytest.raises(InvalidTokenRecord, match=f"TokenSet {field}") as caught:
         TokenSet(**{**_GOOD, field: value})  # type: ignore[arg-type]
