@@ -12,7 +12,7 @@ import json
 from base64 import b64encode
 from collections.abc import Sequence
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -75,10 +75,12 @@ def machine(kind: str, config: Config | None = None, pair: TokenSet | None = Non
 
 
 def call(m: Machine, now: float = NOW) -> tuple[int, list[Action]]:
+    """Start a call: its id (carried by the first action) and the actions other
+    than ``CallAccepted``, whichever way the machine acknowledges the call."""
     actions = m.handle(CallRequested(now=now, method="GET", path="booking/index"))
-    accepted = actions[0]
-    assert isinstance(accepted, CallAccepted)
-    return accepted.call_id, actions[1:]
+    call_id = getattr(actions[0], "call_id", None)
+    assert isinstance(call_id, int), actions
+    return call_id, [a for a in actions if not isinstance(a, CallAccepted)]
 
 
 def reply(
@@ -398,3 +400,80 @@ def test_control_characters_from_server_or_transport_never_reach_a_message(junk:
     assert error is not None, actions
     assert str(error).isprintable()
     assert m.scrub(f"a{junk}b").isprintable()
+
+
+# -- what a 400, 401 or 403 says about the bearer token ----------------------------------
+
+
+def invalid_token_body(size: int, error: str = "invalid_token") -> bytes:
+    """An OAuth error body padded with spaces to exactly ``size`` bytes."""
+    body = json.dumps({"error": error}).encode()
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "refreshes"),
+    [
+        (403, [], invalid_token_body(100), True),
+        (400, [], invalid_token_body(100, "invalid_grant"), True),
+        (403, [], invalid_token_body(65536), True),
+        (403, [], invalid_token_body(65537), False),
+        (403, [], b'{"error": "INVALID_TOKEN"}', False),
+        (403, [], b'{"error": "INVALID_GRANT"}', False),
+        (403, [], b'{"error": "insufficient_scope"}', False),
+        (403, [], b'{"error": "invalid_token"', False),  # not JSON
+        (403, [], b"<html>invalid_token</html>", False),
+        (403, [], b"[[[[" * 2000 + b"]]]]" * 2000, False),  # too deep to decode
+        (403, [("WWW-Authenticate", 'Bearer error="invalid_token"')], b"", True),
+        (403, [("WWW-Authenticate", 'Bearer error="insufficient_scope"')], b"", False),
+        (400, [], b"{}", False),
+        (401, [], b"", True),
+    ],
+)
+def test_which_answers_mean_the_bearer_token_was_refused(
+    status: int, headers: list[tuple[str, str]], body: bytes, refreshes: bool
+) -> None:
+    m = machine("oauth")
+    call_id, (send,) = call(m)
+    assert isinstance(send, Send)
+    actions = reply(m, send, status, headers, body)
+    if refreshes:
+        assert of(actions, AcquireLease), actions
+        assert not of(actions, Deliver)
+    else:
+        deliver = ended_once(actions, call_id)
+        assert isinstance(deliver, Deliver)
+        assert deliver.status == status
+        assert deliver.body == body
+
+
+# -- the callback's query ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "tail", "code"),
+    [
+        (APP.redirect_uri, "?code=abc&state={s}", "abc"),
+        (APP.redirect_uri, "?code=ab?cd&state={s}", "ab?cd"),
+        (APP.redirect_uri, "?code=ab?cd?e&state={s}", "ab?cd?e"),
+        (APP.redirect_uri, "?code=abc&state={s}#frag", "abc"),
+        (APP.redirect_uri, "?code=abc&state={s}#frag#more", "abc"),
+        (APP.redirect_uri, "?code=abc&state={s}#frag?x=1#y", "abc"),
+        ("", "?code=abc&state={s}", "abc"),  # the query string alone
+        ("", "?code=abc&state={s}#frag#more", "abc"),
+    ],
+)
+def test_the_callback_query_is_read_up_to_the_first_fragment_mark(
+    prefix: str, tail: str, code: str
+) -> None:
+    m = Machine(Account.parse("acme"), APP, config=Config(pkce=False))
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    url = prefix + tail.format(s=STATE)
+    if not prefix:
+        url = url[1:]  # the query string alone
+    (send,) = m.handle(CallbackReceived(now=NOW, url=url))
+    assert isinstance(send, Send)
+    assert send.purpose == "exchange"
+    assert send.request.body is not None
+    fields = dict(parse_qsl(send.request.body.decode()))
+    assert fields["code"] == code

@@ -1,0 +1,107 @@
+"""An API call's path pinned against a model of the rule, memo cold and warm.
+
+``Account.api_path`` keeps the paths it has checked in a module-level memo;
+each test here starts with it empty, so the checks themselves run (a memo
+filled by earlier tests would answer in their place).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from cfauth_core import Account, InvalidInput, _account
+
+ORIGIN = "https://acme.checkfront.com"
+
+
+@pytest.fixture(autouse=True)
+def cold_memo() -> Iterator[None]:
+    _account._PATHS.clear()
+    yield
+    _account._PATHS.clear()
+
+
+def model(path: str, base: str = "/api/3.0/") -> str | None:
+    """The rule as the docs state it; ``None`` where the path is refused."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    if any(c in "?#\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return None
+    path = quote(path, safe="/~")
+    if {".", ".."} & set(path.split("/")):
+        return None
+    path = path.lstrip("/")
+    if path.startswith(base.lstrip("/")):
+        path = path[len(base) - 1 :]
+    return ORIGIN + base + path
+
+
+@pytest.mark.parametrize(
+    ("path", "url"),
+    [
+        ("booking/index", "/api/3.0/booking/index"),
+        ("/booking/index", "/api/3.0/booking/index"),
+        ("//booking/index", "/api/3.0/booking/index"),
+        ("booking/index/", "/api/3.0/booking/index/"),
+        ("api/3.0/booking/index", "/api/3.0/booking/index"),
+        ("/api/3.0/booking/index/", "/api/3.0/booking/index/"),
+        ("booking index", "/api/3.0/booking%20index"),
+        ("booking/\u00e9/x", "/api/3.0/booking/%C3%A9/x"),
+        ("X\u00e9/X", "/api/3.0/X%C3%A9/X"),
+        ("a~b/c_d-e.f", "/api/3.0/a~b/c_d-e.f"),
+        ("booking/%41", "/api/3.0/booking/%2541"),
+        ("a+b&c=d;e", "/api/3.0/a%2Bb%26c%3Dd%3Be"),
+        ("", "/api/3.0/"),
+    ],
+)
+def test_a_path_maps_to_one_url_under_the_api_base(path: str, url: str) -> None:
+    account = Account.parse("acme")
+    assert account.api_url(path) == ORIGIN + url
+    assert account.api_url(path) == ORIGIN + url  # warm memo: the same answer
+    assert model(path) == ORIGIN + url
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a?b", "a#b", "a\\b", "a\x00b", "a\x1fb", "a\x7fb", "a\nb", "\udc80", "a/../b", "./a", "a/."],
+)
+def test_a_path_with_a_query_control_or_dot_segment_is_refused(path: str) -> None:
+    account = Account.parse("acme")
+    for _ in range(2):  # a refused path is not memoised as accepted
+        with pytest.raises(InvalidInput):
+            account.api_url(path)
+    assert model(path) is None
+
+
+def test_a_custom_api_base_is_not_doubled_and_others_are_kept() -> None:
+    account = Account.parse("acme", api_base="/api/4.0/")
+    assert account.api_url("api/4.0/x") == ORIGIN + "/api/4.0/x"
+    assert account.api_url("/api/4.0/x") == ORIGIN + "/api/4.0/x"
+    assert account.api_url("api/3.0/x") == ORIGIN + "/api/4.0/api/3.0/x"
+
+
+paths = st.text(
+    alphabet=st.sampled_from("ab/. ~%?#\\\x00\x1f\x7f\u00e9\u2028X-_+"), max_size=12
+) | st.sampled_from(["api/3.0/x", "/api/3.0/", "api/3.0"])
+
+
+@settings(max_examples=300, derandomize=True)
+@given(paths)
+@example("api/3.0")
+def test_every_path_follows_the_model_memo_cold_and_warm(path: str) -> None:
+    account = Account.parse("acme")
+    expected = model(path)
+    for _ in range(2):
+        if expected is None:
+            with pytest.raises(InvalidInput):
+                account.api_url(path)
+        else:
+            assert account.api_url(path) == expected
+    _account._PATHS.clear()

@@ -1,0 +1,531 @@
+# ruff: noqa: E501 - the messages are compared whole, one string each
+"""Every message the core writes, pinned word for word.
+
+A message is behaviour: it names the value that was refused (never a
+secret) and says what to do next.  Each case below reaches one refusal or
+outcome through the public API and compares the whole text, so that a
+message which loses its next step, its value or its class is noticed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import pytest
+
+from cfauth_core import (
+    Account,
+    AcquireLease,
+    Action,
+    ApiKey,
+    AuthorizationDenied,
+    AuthorizationFailed,
+    AuthorizationRequested,
+    CallAccepted,
+    CallbackReceived,
+    CallRequested,
+    CfauthError,
+    ClientCredentialsRejected,
+    CodeExpired,
+    Config,
+    CredentialsRejected,
+    Fail,
+    InvalidInput,
+    InvalidTokenRecord,
+    LeaseFailed,
+    LocalProtocolError,
+    LogoutRequested,
+    Machine,
+    NetworkError,
+    OAuth2App,
+    RateLimited,
+    ReauthorizationRequired,
+    RefreshAborted,
+    RefreshFailed,
+    RemoteProtocolError,
+    ResponseReceived,
+    Send,
+    SendFailed,
+    StoreFailed,
+    TokenSet,
+    TokensLoaded,
+    UntrustedRedirect,
+)
+
+NOW = 1_700_000_000.0
+STATE = "Yx3p_Q8-vLr2mT0kWc9hZa"
+APP = OAuth2App("client-0123456789", "client-secret-value", "https://app.example/callback")
+KEY = ApiKey("key-0123456789", "apikey-secret-value")
+GOOD = TokenSet("access-1", "refresh-1", NOW + 100, NOW + 1000, NOW).to_dict()
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    """A stored token record with ``changes``; ``...`` removes a key."""
+    merged = {**GOOD, **changes}
+    return {k: v for k, v in merged.items() if v is not ...}
+
+
+def api_call(path: str = "booking/index", **kwargs: Any) -> list[Action]:
+    m = Machine(Account.parse("acme"), KEY)
+    return m.handle(CallRequested(now=NOW, method="GET", path=path, **kwargs))
+
+
+def tokens(expires_at: float = NOW + 14_000) -> TokenSet:
+    return TokenSet("access-1", "refresh-1", expires_at, NOW + 14 * 86400, NOW - 14_000)
+
+
+def machine(kind: str = "apikey", pair: TokenSet | None = None, **config: Any) -> Machine:
+    account = Account.parse("acme")
+    if kind == "apikey":
+        return Machine(account, KEY, config=Config(**config))
+    return Machine(account, APP, pair, config=Config(**config))
+
+
+def sends(actions: Sequence[Action]) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def start(m: Machine, method: str = "GET", **kwargs: Any) -> list[Action]:
+    """Start a call; the actions other than the acknowledgement."""
+    actions = m.handle(CallRequested(now=NOW, method=method, path="booking/index", **kwargs))
+    return [a for a in actions if not isinstance(a, CallAccepted)]
+
+
+def answer(
+    m: Machine, send: Send, status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+) -> list[Action]:
+    return m.handle(
+        ResponseReceived(
+            now=NOW, request_id=send.request_id, status=status, headers=list(headers), body=body
+        )
+    )
+
+
+def call_answered(
+    status: int, headers: Sequence[tuple[str, str]] = (), kind: str = "apikey", **config: Any
+) -> list[Action]:
+    m = machine(kind, tokens(), **config)
+    (send,) = sends(start(m))
+    return answer(m, send, status, headers)
+
+
+def call_answered_twice(status: int) -> list[Action]:
+    """An OAuth call answered ``status``, refreshed, and answered ``status`` again."""
+    m = machine("oauth", tokens())
+    (send,) = sends(start(m))
+    answer(m, send, status)
+    (refresh,) = sends(m.handle(TokensLoaded(now=NOW, tokens=m.tokens)))
+    body = b'{"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 14000}'
+    (resent,) = sends(answer(m, refresh, 200, [("Content-Type", "application/json")], body))
+    return answer(m, resent, status)
+
+
+def refreshing() -> tuple[Machine, Send]:
+    """A machine whose call waits for a refresh, and the refresh's Send."""
+    m = machine("oauth", tokens(NOW + 10))
+    actions = start(m)
+    assert [a for a in actions if isinstance(a, AcquireLease)], actions
+    (send,) = sends(m.handle(TokensLoaded(now=NOW, tokens=m.tokens)))
+    return m, send
+
+
+def refresh_answered(
+    status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+) -> list[Action]:
+    m, send = refreshing()
+    return answer(m, send, status, headers, body)
+
+
+def refresh_send_failed(reason: str, *, retryable: bool = True) -> list[Action]:
+    m, send = refreshing()
+    return m.handle(
+        SendFailed(now=NOW, request_id=send.request_id, reason=reason, retryable=retryable)
+    )
+
+
+def lease_failed(reason: str) -> list[Action]:
+    m = machine("oauth", tokens(NOW + 10))
+    start(m)
+    return m.handle(LeaseFailed(now=NOW, reason=reason))
+
+
+def call_send_failed(
+    method: str = "GET", *, retryable: bool = True, unsent: bool = False, **kwargs: Any
+) -> list[Action]:
+    m = machine()
+    (send,) = sends(start(m, method, **kwargs))
+    return m.handle(
+        SendFailed(
+            now=NOW, request_id=send.request_id, reason="reset", retryable=retryable, unsent=unsent
+        )
+    )
+
+
+def apikey_event(event: str) -> list[Action]:
+    m = machine()
+    if event == "logout":
+        return m.handle(LogoutRequested(now=NOW))
+    if event == "store-failed":
+        return m.handle(StoreFailed(now=NOW, tokens=tokens()))
+    return m.handle(TokensLoaded(now=NOW, tokens=None))
+
+
+def unknown_request(event: str) -> list[Action]:
+    m = machine()
+    if event == "response":
+        return m.handle(ResponseReceived(now=NOW, request_id=7, status=200, headers=[], body=b""))
+    return m.handle(SendFailed(now=NOW, request_id=7))
+
+
+def callback(query: str, **kwargs: Any) -> list[Action]:
+    m = Machine(Account.parse("acme"), APP)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 43))
+    url = f"{APP.redirect_uri}?{query}&state={STATE}"
+    return m.handle(CallbackReceived(now=NOW, url=url, **kwargs))
+
+
+def error_of(trigger: Callable[[], object]) -> CfauthError:
+    """The error ``trigger`` raises, or the one its actions report."""
+    try:
+        actions = trigger()
+    except CfauthError as error:
+        return error
+    assert isinstance(actions, Sequence), actions
+    for action in actions:
+        if isinstance(action, (Fail, AuthorizationFailed, RefreshAborted)):
+            return action.error
+    raise AssertionError(f"no error: {actions!r}")
+
+
+CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, object]]] = {
+    "record-not-mapping": (
+        lambda: TokenSet.from_dict(cast(Any, [1])),
+        InvalidTokenRecord,
+        "token record: expected a JSON object, got list; the store is corrupt: log in again to replace it",
+        {"retryable": False},
+    ),
+    "record-no-version": (
+        lambda: TokenSet.from_dict(record(version=...)),
+        InvalidTokenRecord,
+        "token record: this is not a cfauth token record (it has no 'version'); pass a dict written by TokenSet.to_dict, or log in again to make one",
+        {"retryable": False},
+    ),
+    "record-bad-version": (
+        lambda: TokenSet.from_dict(record(version=2)),
+        InvalidTokenRecord,
+        "token record: unknown version 2 (this cfauth reads version 1); upgrade cfauth or log in again",
+        {"retryable": False},
+    ),
+    "record-bad-access": (
+        lambda: TokenSet.from_dict(record(access_token="a b")),
+        InvalidTokenRecord,
+        "token record: access_token is missing or not a printable ASCII string; the store is corrupt: log in again to replace it",
+        {"retryable": False},
+    ),
+    "record-bad-refresh": (
+        lambda: TokenSet.from_dict(record(refresh_token=...)),
+        InvalidTokenRecord,
+        "token record: refresh_token is missing or not a printable ASCII string; the store is corrupt: log in again to replace it",
+        {"retryable": False},
+    ),
+    "record-bad-time": (
+        lambda: TokenSet.from_dict(record(updated_at=-1)),
+        InvalidTokenRecord,
+        "token record: updated_at is missing or not a finite, non-negative number; the store is corrupt: log in again to replace it",
+        {"retryable": False},
+    ),
+    "record-bad-scope": (
+        lambda: TokenSet.from_dict(record(scope=1)),
+        InvalidTokenRecord,
+        "token record: scope must be a string or null",
+        {"retryable": False},
+    ),
+    "record-unknown-fields": (
+        lambda: TokenSet.from_dict(record(extra=1, other=2)),
+        InvalidTokenRecord,
+        "token record: unexpected fields ['extra', 'other']; it was not written by this version of cfauth",
+        {"retryable": False},
+    ),
+    "header-not-a-pair": (
+        lambda: api_call(headers=[("X-On-Behalf",)]),
+        InvalidInput,
+        "headers: pass (name, value) pairs of strings",
+        {"retryable": False},
+    ),
+    "header-reserved": (
+        lambda: api_call(headers=[("Authorization", "x")]),
+        InvalidInput,
+        "headers: Authorization is set by cfauth or its transport; pass credentials as ApiKey or OAuth2App and data through params or data",
+        {"retryable": False},
+    ),
+    "path-lone-surrogate": (
+        lambda: api_call("booking/\udc80"),
+        InvalidInput,
+        "path: not valid text (it holds a lone surrogate, e.g. from bytes that are not UTF-8); pass the resource path as valid text",
+        {"retryable": False},
+    ),
+    "path-with-query": (
+        lambda: api_call("booking?x=1"),
+        InvalidInput,
+        "path 'booking?x=1': pass the resource path alone ('booking/index'); query parameters go in params",
+        {"retryable": False},
+    ),
+    "path-with-control": (
+        lambda: api_call("booking/\x1f"),
+        InvalidInput,
+        "path 'booking/\\x1f': pass the resource path alone ('booking/index'); query parameters go in params",
+        {"retryable": False},
+    ),
+    "path-dot-segment": (
+        lambda: api_call("booking/../x"),
+        InvalidInput,
+        "path 'booking/../x': '.' and '..' segments are not allowed",
+        {"retryable": False},
+    ),
+    "denied-access": (
+        lambda: callback("error=access_denied&error_description=The+user+said+no"),
+        AuthorizationDenied,
+        "the login was not authorized: the authorization server sent back error 'access_denied' ('The user said no'): start the login again if the user wants to allow access",
+        {"retryable": False, "status": None},
+    ),
+    "denied-other": (
+        lambda: callback("error=invalid_scope"),
+        AuthorizationDenied,
+        "the login was not authorized: the authorization server sent back error 'invalid_scope': check the OAuth2 application's settings under Manage > Developer, then start the login again",
+        {"retryable": False, "status": None},
+    ),
+    "lease-failed": (
+        lambda: lease_failed("locked by pid 7"),
+        RefreshFailed,
+        "the token refresh could not start: locked by pid 7; the tokens are unchanged, try again",
+        {"retryable": True, "status": None},
+    ),
+    "logout-apikey": (
+        lambda: apikey_event("logout"),
+        LocalProtocolError,
+        "a token pair (ApiKey) has no OAuth2 grant to forget: revoke the pair under Manage > Developer instead",
+        {"retryable": False},
+    ),
+    "store-failed-apikey": (
+        lambda: apikey_event("store-failed"),
+        LocalProtocolError,
+        "a token pair (ApiKey) emits no Store to fail",
+        {"retryable": False},
+    ),
+    "tokens-loaded-apikey": (
+        lambda: apikey_event("tokens-loaded"),
+        LocalProtocolError,
+        "a token pair (ApiKey) has no OAuth2 tokens to load",
+        {"retryable": False},
+    ),
+    "response-unknown-request": (
+        lambda: unknown_request("response"),
+        LocalProtocolError,
+        "request 7 is not in flight: report each Send's answer once",
+        {"retryable": False},
+    ),
+    "send-failed-unknown-request": (
+        lambda: unknown_request("send-failed"),
+        LocalProtocolError,
+        "request 7 is not in flight: report each Send's answer once",
+        {"retryable": False},
+    ),
+    "send-failed-get": (
+        lambda: call_send_failed("GET"),
+        NetworkError,
+        "GET https://acme.checkfront.com/api/3.0/booking/index could not be completed: reset; the call may be retried",
+        {"retryable": True},
+    ),
+    "send-failed-post": (
+        lambda: call_send_failed("POST", data={"a": "1"}),
+        NetworkError,
+        "POST https://acme.checkfront.com/api/3.0/booking/index could not be completed: reset; the server may have processed it: check whether it took effect before sending it again",
+        {"retryable": False},
+    ),
+    "send-failed-post-unsent": (
+        lambda: call_send_failed("POST", unsent=True, data={"a": "1"}),
+        NetworkError,
+        "POST https://acme.checkfront.com/api/3.0/booking/index could not be completed: reset; the call may be retried",
+        {"retryable": True},
+    ),
+    "send-failed-post-idempotency-key": (
+        lambda: call_send_failed("POST", data={"a": "1"}, headers=[("Idempotency-Key", "k-1")]),
+        NetworkError,
+        "POST https://acme.checkfront.com/api/3.0/booking/index could not be completed: reset; the call may be retried",
+        {"retryable": True},
+    ),
+    "send-failed-not-retryable": (
+        lambda: call_send_failed("GET", retryable=False),
+        NetworkError,
+        "GET https://acme.checkfront.com/api/3.0/booking/index could not be completed: reset",
+        {"retryable": False},
+    ),
+    "send-failed-post-not-retryable": (
+        lambda: call_send_failed("POST", retryable=False, data={"a": "1"}),
+        NetworkError,
+        "POST https://acme.checkfront.com/api/3.0/booking/index could not be completed: reset",
+        {"retryable": False},
+    ),
+    "refresh-send-failed": (
+        lambda: refresh_send_failed("reset by peer"),
+        RefreshFailed,
+        "the token refresh failed (the token request could not be completed: reset by peer); the tokens are unchanged and the next call will try again",
+        {"retryable": True, "status": None},
+    ),
+    "refresh-redirect-elsewhere": (
+        lambda: refresh_answered(302, [("Location", "/oauth/other/")]),
+        RefreshFailed,
+        "the token refresh failed (redirect to '/oauth/other/' refused: client credentials go to /oauth/token/ only, by POST; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account); the tokens are unchanged and the next call will try again",
+        {"retryable": True, "status": None},
+    ),
+    "refresh-redirect-303": (
+        lambda: refresh_answered(303, [("Location", "/oauth/token/")]),
+        RefreshFailed,
+        "the token refresh failed (redirect to '/oauth/token/' refused: it loops back to a URL already requested (POST); no credentials were sent there. The server keeps redirecting: check the account URL and the path, and try again later); the tokens are unchanged and the next call will try again",
+        {"retryable": True, "status": None},
+    ),
+    "refresh-redirect-untrusted": (
+        lambda: refresh_answered(302, [("Location", "https://evil.example/oauth/token/")]),
+        RefreshFailed,
+        "the token refresh failed (redirect to 'https://evil.example/oauth/token/' refused: evil.example is not this account's origin or a trusted migration target; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account); the tokens are unchanged and the next call will try again",
+        {"retryable": True, "status": None},
+    ),
+    "refresh-500": (
+        lambda: refresh_answered(500),
+        RefreshFailed,
+        "the token refresh failed (the token endpoint answered HTTP 500 with a body that is not JSON; check the account URL and try again later); the tokens are unchanged and the next call will try again",
+        {"retryable": True, "status": 500},
+    ),
+    "refresh-invalid-grant": (
+        lambda: refresh_answered(400, [], b'{"error": "invalid_grant"}'),
+        ReauthorizationRequired,
+        "the refresh token was refused: the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
+        {"retryable": False},
+    ),
+    "refresh-invalid-client": (
+        lambda: refresh_answered(
+            401, [], b'{"error": "invalid_client", "error_description": "bad"}'
+        ),
+        ClientCredentialsRejected,
+        "the token URL refused the OAuth2 client id and secret: the server answered 'invalid_client' ('bad') with HTTP 401; check the client id and secret under Manage > Developer in Checkfront and pass the right ones in OAuth2App; the tokens are kept",
+        {"retryable": False, "status": 401},
+    ),
+    "refresh-not-json": (
+        lambda: refresh_answered(200, [], b"<html>"),
+        RefreshFailed,
+        "the token refresh failed (the token endpoint answered HTTP 200 with a body that is not JSON; check the account URL and try again later); the tokens are unchanged and the next call will try again",
+        {"retryable": True, "status": 200},
+    ),
+    "call-429-too-long": (
+        lambda: call_answered(429, [("Retry-After", "301")]),
+        RateLimited,
+        "the server answered HTTP 429 (rate limited) and asked to wait 301 s; cfauth gave up after 0 retries: slow down and try again later",
+        {"retryable": True, "status": 429, "retry_after": 301.0},
+    ),
+    "call-429-retries-spent": (
+        lambda: call_answered(429, [("Retry-After", "1")], max_rate_limit_retries=0),
+        RateLimited,
+        "the server answered HTTP 429 (rate limited) and asked to wait 1 s; cfauth gave up after 0 retries: slow down and try again later",
+        {"retryable": True, "status": 429, "retry_after": 1.0},
+    ),
+    "apikey-401": (
+        lambda: call_answered(401),
+        CredentialsRejected,
+        "the server rejected the API key and secret (HTTP 401): the token pair is wrong or was revoked; check it under Manage > Developer. cfauth does not retry a rejected pair",
+        {"retryable": False, "status": 401},
+    ),
+    "apikey-403": (
+        lambda: call_answered(403),
+        CredentialsRejected,
+        "the server rejected the API key and secret (HTTP 403): the token pair is wrong or was revoked; check it under Manage > Developer. cfauth does not retry a rejected pair",
+        {"retryable": False, "status": 403},
+    ),
+    "oauth-401-twice": (
+        lambda: call_answered_twice(401),
+        CredentialsRejected,
+        "the server rejected a freshly refreshed access token (HTTP 401); the grant may have been revoked: log in again if this persists",
+        {"retryable": False, "status": 401},
+    ),
+    "call-redirect-oauth": (
+        lambda: call_answered(302, [("Location", "/oauth/token/")]),
+        UntrustedRedirect,
+        "redirect to '/oauth/token/' refused: API credentials never go to the OAuth endpoints; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
+        {"retryable": False, "location": "/oauth/token/"},
+    ),
+    "call-redirect-untrusted": (
+        lambda: call_answered(302, [("Location", "https://evil.example/x")]),
+        UntrustedRedirect,
+        "redirect to 'https://evil.example/x' refused: evil.example is not this account's origin or a trusted migration target; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
+        {"retryable": False, "location": "https://evil.example/x"},
+    ),
+    "call-redirect-limit": (
+        lambda: call_answered(302, [("Location", "/api/3.0/x")], max_redirects=0),
+        UntrustedRedirect,
+        "redirect to '/api/3.0/x' refused: more than 0 redirects; no credentials were sent there. The server keeps redirecting: check the account URL and the path, and try again later",
+        {"retryable": False, "location": "/api/3.0/x"},
+    ),
+    "call-redirect-loop": (
+        lambda: call_answered(302, [("Location", "/api/3.0/booking/index")]),
+        UntrustedRedirect,
+        "redirect to '/api/3.0/booking/index' refused: it loops back to a URL already requested (GET); no credentials were sent there. The server keeps redirecting: check the account URL and the path, and try again later",
+        {"retryable": False, "location": "/api/3.0/booking/index"},
+    ),
+    "no-tokens-yet": (
+        lambda: start(machine("oauth")),
+        ReauthorizationRequired,
+        "there are no OAuth2 tokens for this account yet: log in first (an OAuth2 authorization)",
+        {"retryable": False},
+    ),
+    "callback-no-code": (
+        lambda: callback("code="),
+        RemoteProtocolError,
+        "the callback carries no single, printable authorization code: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-code-expired": (
+        lambda: callback("code=abc", redirected_at=NOW - 61),
+        CodeExpired,
+        "the authorization code arrived 61 s after the redirect, more than the 60 s it is valid: log in again",
+        {"retryable": False},
+    ),
+    "callback-iss-mismatch": (
+        lambda: callback("code=abc&iss=https://evil.example"),
+        RemoteProtocolError,
+        "the callback's issuer (iss) is 'https://evil.example', not this account's origin https://acme.checkfront.com: the answer may come from another server (a mix-up attack, RFC 9207); nothing was exchanged: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-iss-twice": (
+        lambda: callback(
+            "code=abc&iss=https://acme.checkfront.com&iss=https://acme.checkfront.com"
+        ),
+        RemoteProtocolError,
+        "the callback's issuer (iss) is given more than once, not this account's origin https://acme.checkfront.com: the answer may come from another server (a mix-up attack, RFC 9207); nothing was exchanged: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-wrong-state": (
+        lambda: Machine(Account.parse("acme"), APP).handle(
+            CallbackReceived(now=NOW, url=APP.redirect_uri + "?code=x&state=other")
+        ),
+        LocalProtocolError,
+        "CallbackReceived is not accepted in state unauthorized: no login is pending (the callback was already used, or AuthorizationRequested was never sent), or a token refresh or exchange is in flight (pass the callback again once the refresh has ended)",
+        {"retryable": False},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_message(name: str) -> None:
+    trigger, kind, message, attributes = CASES[name]
+    error = error_of(trigger)
+    assert type(error) is kind
+    assert str(error) == message
+    assert error.message == message
+    assert repr(error) == f"{kind.__name__}({message!r})"
+    for attribute, value in attributes.items():
+        assert getattr(error, attribute) == value, attribute
+
+
+def test_network_error_is_retryable_unless_told_otherwise() -> None:
+    assert NetworkError("reset").retryable is True
+    assert NetworkError("reset", retryable=False).retryable is False
