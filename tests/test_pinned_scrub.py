@@ -1,0 +1,121 @@
+"""Scrubbing pinned as properties: what ``hide`` and ``scrub`` guarantee for any
+text and any secrets, the forms a secret is written in, and where a long text
+is cut.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cfauth_core import Account, ApiKey, Machine
+from cfauth_core._tokens import hide, scrub, secret_forms
+
+# No character of "<hidden>" or "...": a secret cannot be rebuilt from the marks.
+SECRET_CHARS = "0123456789+/=%' \"\\\u00e9QZ"
+secrets = st.lists(st.text(alphabet=SECRET_CHARS, max_size=10), max_size=3)
+texts = st.text(alphabet=SECRET_CHARS + "ab \x00\x1b\x7f\u2028\u202e", max_size=60)
+
+
+def expected_forms(secret: str) -> set[str]:
+    escaped = repr(secret + "'\"")[1:-4]
+    forms = {
+        secret,
+        quote_plus(secret, safe=""),
+        quote(secret, safe=""),
+        escaped,
+        escaped.replace("\\'", "'"),
+    }
+    lowered = {re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), form) for form in forms}
+    return forms | lowered
+
+
+@pytest.mark.parametrize(
+    "secret", ["abcd", "s3 cr+t/v=\u00e9'\"x", "a\\b'c", "100%", "%41%4a", "x" * 40]
+)
+def test_a_secret_is_hidden_in_every_form_it_is_written(secret: str) -> None:
+    assert set(secret_forms(secret)) == expected_forms(secret)
+    for form in expected_forms(secret):
+        for text in (form, f"a{form}b", f"{form}{form}", f"Basic{form}"):
+            shown = hide(text, [secret])
+            assert form not in shown
+            assert "<hidden>" in shown
+
+
+@settings(max_examples=300, derandomize=True)
+@given(texts, secrets, st.integers(min_value=1, max_value=80))
+def test_scrub_hides_every_form_drops_controls_and_bounds_the_length(
+    text: str, hidden: list[str], limit: int
+) -> None:
+    out = scrub(text, hidden, limit)
+    assert out.isprintable()
+    assert len(out) <= limit + 3
+    if len(out) > limit:
+        assert out.endswith("...")
+    for secret in hidden:
+        if len(secret) >= 4:
+            for form in secret_forms(secret):
+                assert form not in out
+    if all(len(s) < 4 for s in hidden) and text.isprintable() and len(text) <= limit:
+        assert out == text
+    if all(len(s) < 4 for s in hidden):
+        printable = "".join(c if c.isprintable() else " " for c in text)
+        assert out.removesuffix("...").rstrip() in printable
+
+
+@settings(max_examples=200, derandomize=True)
+@given(texts, secrets)
+def test_hide_changes_only_the_secrets(text: str, hidden: list[str]) -> None:
+    out = hide(text, hidden)
+    if all(len(s) < 4 for s in hidden):
+        assert out == text  # short secrets guard nothing and blank out words
+    else:
+        assert out.replace("<hidden>", "") in text or "<hidden>" not in out
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets_", "shown"),
+    [
+        ("xxabcdefghxx", ["abcd", "abcdefgh"], "xx<hidden>xx"),
+        ("xxabcdefghxx", ["abcdefgh", "abcd"], "xx<hidden>xx"),
+        ("abcdabcd", ["abcd"], "<hidden><hidden>"),
+        ("abc", ["abc"], "abc"),
+        ("abcd", [], "abcd"),
+        ("a%2Fbcd", ["a/bcd"], "<hidden>"),
+        ("a%2fbcd", ["a/bcd"], "<hidden>"),
+        ("a+b+cd", ["a b cd"], "<hidden>"),
+    ],
+)
+def test_hide_examples(text: str, secrets_: list[str], shown: str) -> None:
+    assert hide(text, secrets_) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "shown"),
+    [
+        ("aaa bbb ccc", 11, "aaa bbb ccc"),
+        ("aaa bbb ccc", 10, "aaa bbb..."),
+        ("aaa bbb ccc", 8, "aaa bbb..."),
+        ("aaa bbb ccc", 7, "aaa bbb..."),  # a space follows the cut: the word is whole
+        ("aaa bbb ccc", 5, "aaa..."),
+        ("aaaaaaaa", 5, "aaaaa..."),  # no space to cut at
+        (" aaaaaa", 5, " aaaa..."),  # only a leading space: not a word boundary
+        ("aa  bbbb", 5, "aa..."),
+        ("a\x00b\x1bc", 10, "a b c"),
+    ],
+)
+def test_a_long_text_is_cut_after_a_whole_word(text: str, limit: int, shown: str) -> None:
+    assert scrub(text, [], limit) == shown
+
+
+def test_machine_scrub_uses_its_secrets_and_the_limit_given() -> None:
+    key = ApiKey("key-0123456789", "apikey-secret-value")
+    m = Machine(Account.parse("acme"), key)
+    assert m.scrub("x" * 300) == "x" * 300
+    assert m.scrub("x" * 301) == "x" * 300 + "..."
+    assert m.scrub("x" * 20, limit=10) == "x" * 10 + "..."
+    assert m.scrub("say apikey-secret-value", limit=12) == "say <hidden>"
