@@ -511,6 +511,24 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "CallbackReceived is not accepted in state unauthorized: no login is pending (the callback was already used, or AuthorizationRequested was never sent), or a token refresh or exchange is in flight (pass the callback again once the refresh has ended)",
         {"retryable": False},
     ),
+    "params-not-a-mapping": (
+        lambda: api_call(params=5),
+        InvalidInput,
+        "params: pass a dict or a list of (name, value) pairs, not int",
+        {"retryable": False},
+    ),
+    "params-item-in-mapping": (
+        lambda: api_call(params={"a": object()}),
+        InvalidInput,
+        "params: 'a' is object; pass a string or a number (or a list of them): leave out a parameter that has no value, and spell booleans as Checkfront expects them ('1' / '0')",
+        {"retryable": False},
+    ),
+    "params-item-in-pairs": (
+        lambda: api_call(params=[("a", object())]),
+        InvalidInput,
+        "params: 'a' is object; pass a string or a number: leave out a parameter that has no value, and spell booleans as Checkfront expects them ('1' / '0')",
+        {"retryable": False},
+    ),
 }
 
 

@@ -92,7 +92,7 @@ from cfauth_core import (
 )
 from cfauth_core import Account as _Account
 from cfauth_core._account import is_oauth_path
-from tests.helpers import header
+from tests.helpers import EXAMPLES_DIVISOR, header
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -110,7 +110,7 @@ API_B64 = API_KEY.authorization.split(" ", 1)[1]
 MIGRATION_ORIGIN = re.compile(r"https://acme\.manage\.[a-z]{2}[0-9]{1,2}\.bookingplatform\.app")
 
 SETTINGS = settings(
-    max_examples=200,
+    max_examples=200 // EXAMPLES_DIVISOR,
     stateful_step_count=50,
     derandomize=True,
     database=None,
@@ -1185,11 +1185,15 @@ def test_oauth_machine_random_interleavings() -> None:
 
 
 def test_special_secret_machine_random_interleavings() -> None:
-    run_state_machine_as_test(SpecialSecretHarness, settings=settings(SETTINGS, max_examples=100))
+    run_state_machine_as_test(
+        SpecialSecretHarness, settings=settings(SETTINGS, max_examples=100 // EXAMPLES_DIVISOR)
+    )
 
 
 def test_api_key_machine_random_interleavings() -> None:
-    run_state_machine_as_test(ApiKeyHarness, settings=settings(SETTINGS, max_examples=100))
+    run_state_machine_as_test(
+        ApiKeyHarness, settings=settings(SETTINGS, max_examples=100 // EXAMPLES_DIVISOR)
+    )
 
 
 # -- focused tests: regressions and the known bugs -----------------------------------

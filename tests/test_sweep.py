@@ -51,6 +51,7 @@ from cfauth_core import (
     Trigger,
 )
 from cfauth_core._state import next_state
+from tests.helpers import EXAMPLES_DIVISOR
 
 T0 = 1_700_000_000.0
 DAY = 86_400.0
@@ -72,7 +73,7 @@ EVENT_TYPES: list[type[Event]] = [
     LogoutRequested,
 ]
 SWEEP = settings(
-    max_examples=40,
+    max_examples=40 // EXAMPLES_DIVISOR,
     derandomize=True,
     database=None,
     deadline=None,
