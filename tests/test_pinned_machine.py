@@ -477,3 +477,53 @@ def test_the_callback_query_is_read_up_to_the_first_fragment_mark(
     assert send.request.body is not None
     fields = dict(parse_qsl(send.request.body.decode()))
     assert fields["code"] == code
+
+
+# -- token redirects: loops, and a secret across the cut of a long Location --------------
+
+
+@pytest.mark.parametrize("back_to", [0, 1])
+def test_a_refresh_redirect_loop_is_refused_as_a_loop_before_the_limit(back_to: int) -> None:
+    m = machine("oauth", Config(max_redirects=5), tokens(NOW + 10, NOW - 14_000))
+    send = refresh_send(m)
+    urls = [send.request.url]
+    for region in REGIONS[:2]:
+        where = f"https://acme.manage.{region}.bookingplatform.app/oauth/token/"
+        (send,) = of(reply(m, send, 307, [("Location", where)]), Send)
+        urls.append(send.request.url)
+    actions = reply(m, send, 307, [("Location", urls[back_to + 1])])
+    assert not of(actions, Send)
+    (aborted,) = of(actions, RefreshAborted)
+    assert "loops back to a URL already requested (POST)" in str(aborted.error)
+
+
+# Secrets that share no six characters with any message text.
+ODD_KEY = ApiKey("key-0123456789", "Zq9Xw7Kp3Rt5Lm2Vb8")
+ODD_REFRESH = "Yh4Gf6Ds1Aq0Wn3Ej5"
+
+
+@pytest.mark.parametrize("kind", ["apikey", "oauth"])
+@pytest.mark.parametrize("offset", range(180, 206, 3))
+def test_a_secret_across_the_cut_of_a_long_location_is_not_half_shown(
+    kind: str, offset: int
+) -> None:
+    if kind == "apikey":
+        secret = ODD_KEY.secret
+        m = Machine(Account.parse("acme"), ODD_KEY)
+        _, (send,) = call(m)
+        assert isinstance(send, Send)
+        base = "https://evil.example/"
+    else:
+        secret = ODD_REFRESH  # known to the machine while the refresh is in flight
+        pair = TokenSet(ACCESS, ODD_REFRESH, NOW + 10, NOW + 14 * 86400, NOW - 14_000)
+        m = machine("oauth", pair=pair)
+        send = refresh_send(m)
+        base = ACME + "/oauth/other/"
+    location = base + "a" * (offset - len(base)) + secret + "z" * 50
+    actions = reply(m, send, 302, [("Location", location)])
+    errors = [a.error for a in actions if isinstance(a, (Fail, RefreshAborted))]
+    assert errors, actions
+    for error in errors:
+        text = str(error) + repr(error) + str(getattr(error, "location", ""))
+        for start in range(len(secret) - 5):
+            assert secret[start : start + 6] not in text, (offset, text)
