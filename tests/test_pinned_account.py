@@ -85,6 +85,10 @@ def test_a_custom_api_base_is_not_doubled_and_others_are_kept() -> None:
     assert account.api_url("api/4.0/x") == ORIGIN + "/api/4.0/x"
     assert account.api_url("/api/4.0/x") == ORIGIN + "/api/4.0/x"
     assert account.api_url("api/3.0/x") == ORIGIN + "/api/4.0/api/3.0/x"
+    # A base that starts with letters a strip of "/" would also take.
+    xbase = Account.parse("acme", api_base="/XX/v1/")
+    assert xbase.api_url("XX/v1/x") == ORIGIN + "/XX/v1/x"
+    assert xbase.api_url("v1/x") == ORIGIN + "/XX/v1/v1/x"
 
 
 paths = st.text(

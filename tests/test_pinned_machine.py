@@ -527,3 +527,56 @@ def test_a_secret_across_the_cut_of_a_long_location_is_not_half_shown(
         text = str(error) + repr(error) + str(getattr(error, "location", ""))
         for start in range(len(secret) - 5):
             assert secret[start : start + 6] not in text, (offset, text)
+
+
+# -- whether a callback is at the redirect URI -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("redirect_uri", "url", "at"),
+    [
+        ("https://app.example/cb", "https://app.example/cb?code=x&state={s}", True),
+        ("https://app.example/cb", "https://app.example:443/cb?code=x&state={s}", True),
+        ("https://app.example/cb", "HTTPS://app.example/cb?code=x&state={s}", True),
+        ("https://app.example/cb", "https://app.example:444/cb?code=x&state={s}", False),
+        ("https://app.example/cb", "http://app.example/cb?code=x&state={s}", False),
+        ("https://app.example/cb", "https://app.example/cb2?code=x&state={s}", False),
+        ("https://app.example/cb", "https://u@app.example/cb?code=x&state={s}", False),
+        ("https://app.example/cb", "https://app.example:x/cb?code=x&state={s}", False),
+        ("https://app.example/cb", "/cb?code=x&state={s}", True),
+        ("https://app.example/cb", "/cb?code=a?b&state={s}", True),
+        ("https://app.example/cb", "/cb?code=x&state={s}#f#g", True),
+        ("https://app.example/cb", "/other?code=x&state={s}", False),
+        ("https://app.example/cb", "//app.example/cb?code=x&state={s}", False),
+        ("https://app.example//cb", "//cb?code=x&state={s}", False),  # a host, not a path
+        ("https://app.example", "/?code=x&state={s}", True),
+        ("https://app.example", "https://app.example?code=x&state={s}", True),
+        ("https://app.example", "https://app.example/?code=x&state={s}", True),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:80/cb?code=x&state={s}", True),
+        ("http://127.0.0.1/cb", "http://127.0.0.1:443/cb?code=x&state={s}", False),
+        ("http://127.0.0.1:8765/cb", "http://127.0.0.1/cb?code=x&state={s}", False),
+        ("https://app.example/cb", "code=x&state={s}", True),  # a bare query string
+    ],
+)
+def test_a_callback_is_taken_only_at_the_redirect_uri(
+    redirect_uri: str, url: str, at: bool
+) -> None:
+    app = OAuth2App("client-0123456789", "client-secret-value", redirect_uri)
+    m = Machine(Account.parse("acme"), app, config=Config(pkce=False))
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    event = CallbackReceived(now=NOW, url=url.format(s=STATE))
+    if at:
+        (send,) = m.handle(event)
+        assert isinstance(send, Send)
+        assert send.purpose == "exchange"
+    else:
+        with pytest.raises(OAuthStateMismatch, match="not at the redirect URI"):
+            m.handle(event)
+
+
+def test_a_request_target_with_fragments_is_at_the_redirect_uri_but_has_no_state() -> None:
+    app = OAuth2App("client-0123456789", "client-secret-value", "https://app.example/cb")
+    m = Machine(Account.parse("acme"), app, config=Config(pkce=False))
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    with pytest.raises(OAuthStateMismatch, match="no single state parameter"):
+        m.handle(CallbackReceived(now=NOW, url="/cb#a#b"))

@@ -748,6 +748,12 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "ApiKey secret: control characters (CR, LF, ...) are not allowed",
         {"retryable": False},
     ),
+    "send-failed-bad-id": (
+        lambda: SendFailed(now=NOW, request_id=0),
+        InvalidInput,
+        "pass the id from the machine's action (a positive int)",
+        {"retryable": False},
+    ),
 }
 
 
