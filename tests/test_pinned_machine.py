@@ -21,6 +21,7 @@ from cfauth_core import (
     AcquireLease,
     Action,
     ApiKey,
+    AuthorizationLost,
     AuthorizationRequested,
     AuthorizeAt,
     CallAccepted,
@@ -36,6 +37,7 @@ from cfauth_core import (
     OAuthStateMismatch,
     RefreshAborted,
     RefreshFailed,
+    ReleaseLease,
     ResponseReceived,
     Send,
     SendFailed,
@@ -580,3 +582,97 @@ def test_a_request_target_with_fragments_is_at_the_redirect_uri_but_has_no_state
     m.handle(AuthorizationRequested(now=NOW, state=STATE))
     with pytest.raises(OAuthStateMismatch, match="no single state parameter"):
         m.handle(CallbackReceived(now=NOW, url="/cb#a#b"))
+
+
+# -- the lease: which stored pair is adopted, and what follows ----------------------------
+
+
+def pair(refresh: str, updated_at: float, expires_at: float = NOW + 14_000) -> TokenSet:
+    return TokenSet("access-" + refresh, refresh, expires_at, updated_at + 14 * 86400, updated_at)
+
+
+@pytest.mark.parametrize(
+    ("loaded_refresh", "updated_offset", "adopted"),
+    [
+        ("refresh-other", +1, True),
+        ("refresh-other", 0, True),  # as recent as ours: taken
+        ("refresh-other", -1, False),  # older: ours stays
+        (REFRESH, +1, False),  # the same grant
+    ],
+)
+def test_outside_the_lease_only_a_pair_as_recent_as_ours_is_adopted(
+    loaded_refresh: str, updated_offset: float, adopted: bool
+) -> None:
+    m = machine("oauth", pair=tokens(updated_at=NOW))
+    loaded = pair(loaded_refresh, NOW + updated_offset)
+    assert m.handle(TokensLoaded(now=NOW, tokens=loaded)) == []
+    assert m.tokens == (loaded if adopted else tokens(updated_at=NOW))
+
+
+@pytest.mark.parametrize("updated_offset", [-5000, 0, +1])
+def test_under_the_lease_a_different_stored_pair_is_adopted_whatever_its_clock(
+    updated_offset: float,
+) -> None:
+    m = machine("oauth", pair=tokens(NOW + 10, NOW - 14_000))
+    _, actions = call(m)
+    assert of(actions, AcquireLease)
+    # Another process refreshed: a fresh pair, stamped by a clock that may lag.
+    loaded = pair("refresh-other", NOW - 14_000 + updated_offset, expires_at=NOW + 14_000)
+    actions = m.handle(TokensLoaded(now=NOW, tokens=loaded))
+    assert m.tokens == loaded
+    assert [type(a) for a in actions][:1] == [ReleaseLease]
+    assert not [s for s in of(actions, Send) if s.purpose == "refresh"]
+    (resent,) = of(actions, Send)  # the waiting call goes out with the adopted token
+    assert dict(resent.request.headers)["Authorization"] == "Bearer access-refresh-other"
+
+
+def test_under_the_lease_a_stored_pair_that_is_also_due_is_refreshed_with_its_token() -> None:
+    m = machine("oauth", pair=tokens(NOW + 10, NOW - 14_000))
+    call(m)
+    loaded = pair("refresh-other", NOW - 14_000, expires_at=NOW + 5)
+    (send,) = m.handle(TokensLoaded(now=NOW, tokens=loaded))
+    assert isinstance(send, Send)
+    assert send.purpose == "refresh"
+    assert send.request.body == b"grant_type=refresh_token&refresh_token=refresh-other"
+
+
+@pytest.mark.parametrize("stored", ["none", "same"])
+def test_under_the_lease_nothing_new_stored_means_our_pair_is_refreshed(stored: str) -> None:
+    current = tokens(NOW + 10, NOW - 14_000)
+    m = machine("oauth", pair=current)
+    call(m)
+    loaded = None if stored == "none" else current
+    (send,) = m.handle(TokensLoaded(now=NOW, tokens=loaded))
+    assert isinstance(send, Send)
+    assert send.purpose == "refresh"
+    assert send.request.body == f"grant_type=refresh_token&refresh_token={REFRESH}".encode()
+    assert m.tokens == current
+
+
+def test_a_refused_refresh_token_is_never_adopted_again() -> None:
+    m = machine("oauth", pair=tokens(NOW + 10, NOW - 14_000))
+    send = refresh_send(m)
+    actions = reply(m, send, 400, [], b'{"error": "invalid_grant"}')
+    assert [type(a) for a in actions][:2] == [ReleaseLease, AuthorizationLost]
+    assert m.tokens is None
+    # The store still holds the refused pair: neither way is it taken back.
+    stale = tokens(NOW + 14_000, NOW + 5)
+    assert m.handle(TokensLoaded(now=NOW, tokens=stale)) == []
+    assert m.tokens is None
+
+
+def test_under_the_lease_a_grant_past_its_refresh_expiry_is_lost_and_the_lease_released() -> None:
+    # The refresh token expired a second ago: the access token is used while it lasts.
+    old = TokenSet(ACCESS, REFRESH, NOW + 10, NOW - 1, NOW - 14 * 86400)
+    m = machine("oauth", pair=old)
+    call_id, (send,) = call(m)
+    assert isinstance(send, Send)
+    (lease,) = reply(m, send, 401)  # rejected: a refresh is tried under the lease
+    assert isinstance(lease, AcquireLease)
+    actions = m.handle(TokensLoaded(now=NOW + 20, tokens=old))
+    assert [type(a) for a in actions][:2] == [ReleaseLease, AuthorizationLost]
+    fail = ended_once(actions, call_id)
+    assert isinstance(fail, Fail)
+    assert "expired" in str(fail.error)
+    assert m.tokens is None
+    assert not of(actions, Send)
