@@ -9,6 +9,7 @@ message which loses its next step, its value or its class is noticed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -40,6 +41,7 @@ from cfauth_core import (
     Machine,
     NetworkError,
     OAuth2App,
+    OAuthError,
     RateLimited,
     ReauthorizationRequired,
     RefreshAborted,
@@ -53,6 +55,7 @@ from cfauth_core import (
     TokensLoaded,
     UntrustedRedirect,
 )
+from cfauth_core._tokens import MAX_TOKEN_BODY, parse_token_response
 
 NOW = 1_700_000_000.0
 STATE = "Yx3p_Q8-vLr2mT0kWc9hZa"
@@ -184,6 +187,11 @@ def callback(query: str, **kwargs: Any) -> list[Action]:
     m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 43))
     url = f"{APP.redirect_uri}?{query}&state={STATE}"
     return m.handle(CallbackReceived(now=NOW, url=url, **kwargs))
+
+
+def token_response(body: object, status: int = 200, previous: TokenSet | None = None) -> TokenSet:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_token_response(status, raw, now=NOW, previous=previous, secrets=("refresh-1",))
 
 
 def error_of(trigger: Callable[[], object]) -> CfauthError:
@@ -753,6 +761,114 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         InvalidInput,
         "pass the id from the machine's action (a positive int)",
         {"retryable": False},
+    ),
+    "token-body-too-big": (
+        lambda: token_response(b" " * (MAX_TOKEN_BODY + 1)),
+        RemoteProtocolError,
+        "the token endpoint sent 65537 bytes (more than 65536); this is not a token response: check the account URL",
+        {"retryable": False, "status": 200},
+    ),
+    "token-body-not-json": (
+        lambda: token_response(b"<html>", 502),
+        RemoteProtocolError,
+        "the token endpoint answered HTTP 502 with a body that is not JSON; check the account URL and try again later",
+        {"retryable": False, "status": 502},
+    ),
+    "token-body-a-list": (
+        lambda: token_response([1]),
+        RemoteProtocolError,
+        "the token endpoint sent JSON list, not an object",
+        {"retryable": False, "status": 200},
+    ),
+    "token-500-object": (
+        lambda: token_response({}, 500),
+        RemoteProtocolError,
+        "the token endpoint answered HTTP 500 without an OAuth error; try again later",
+        {"retryable": False, "status": 500},
+    ),
+    "token-oauth-error": (
+        lambda: token_response(
+            {"error": "invalid_grant", "error_description": "expired refresh-1"}, 400
+        ),
+        OAuthError,
+        "the server answered OAuth error 'invalid_grant' ('expired <hidden>') with HTTP 400: log in again (a new OAuth2 authorization)",
+        {"retryable": False, "status": 400},
+    ),
+    "token-oauth-error-200": (
+        lambda: token_response({"error": "server_error"}, 200),
+        OAuthError,
+        "the server answered OAuth error 'server_error' with HTTP 200: try again later",
+        {"retryable": False, "status": 200},
+    ),
+    "token-oauth-error-unknown": (
+        lambda: token_response({"error": "weird_error"}, 400),
+        OAuthError,
+        "the server answered OAuth error 'weird_error' with HTTP 400: check the request against the description, then try again",
+        {"retryable": False, "status": 400},
+    ),
+    "token-no-access": (
+        lambda: token_response({"refresh_token": "r-2"}),
+        RemoteProtocolError,
+        "the token response has no usable access_token (missing, empty, or with characters other than visible ASCII)",
+        {"retryable": False, "status": 200},
+    ),
+    "token-bad-access": (
+        lambda: token_response({"access_token": "a b", "refresh_token": "r-2"}),
+        RemoteProtocolError,
+        "the token response has no usable access_token (missing, empty, or with characters other than visible ASCII)",
+        {"retryable": False, "status": 200},
+    ),
+    "token-no-refresh": (
+        lambda: token_response({"access_token": "a-2"}),
+        RemoteProtocolError,
+        "the token response has no usable refresh_token (missing, empty, or with characters other than visible ASCII)",
+        {"retryable": False, "status": 200},
+    ),
+    "token-bad-refresh": (
+        lambda: token_response({"access_token": "a-2", "refresh_token": ""}),
+        RemoteProtocolError,
+        "the token response has no usable refresh_token (missing, empty, or with characters other than visible ASCII)",
+        {"retryable": False, "status": 200},
+    ),
+    "token-expires-zero": (
+        lambda: token_response({"access_token": "a-2", "refresh_token": "r-2", "expires_in": 0}),
+        RemoteProtocolError,
+        "the token response has an expires_in that is not a whole number of seconds between 1 and 31536000",
+        {"retryable": False, "status": 200},
+    ),
+    "token-expires-float": (
+        lambda: token_response({"access_token": "a-2", "refresh_token": "r-2", "expires_in": 1.5}),
+        RemoteProtocolError,
+        "the token response has an expires_in that is not a whole number of seconds between 1 and 31536000",
+        {"retryable": False, "status": 200},
+    ),
+    "token-expires-bool": (
+        lambda: token_response({"access_token": "a-2", "refresh_token": "r-2", "expires_in": True}),
+        RemoteProtocolError,
+        "the token response has an expires_in that is not a whole number of seconds between 1 and 31536000",
+        {"retryable": False, "status": 200},
+    ),
+    "token-expires-too-long": (
+        lambda: token_response(
+            {"access_token": "a-2", "refresh_token": "r-2", "expires_in": 365 * 86400 + 1}
+        ),
+        RemoteProtocolError,
+        "the token response has an expires_in that is not a whole number of seconds between 1 and 31536000",
+        {"retryable": False, "status": 200},
+    ),
+    "token-type-mac": (
+        lambda: token_response(
+            {"access_token": "a-2", "refresh_token": "r-2", "token_type": "mac"}
+        ),
+        RemoteProtocolError,
+        "the token response is not for a bearer token; cfauth only uses bearer tokens",
+        {"retryable": False, "status": 200},
+    ),
+    "token-type-not-text": (
+        lambda: token_response({"access_token": "a-2", "refresh_token": "r-2", "token_type": 1}),
+        RemoteProtocolError,
+        "the token response is not for a bearer token; cfauth only uses bearer tokens",
+        {"retryable": False, "status": 200},
     ),
 }
 
