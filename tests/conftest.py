@@ -1,10 +1,11 @@
 """Settings for runs under the mutation tool (``mutmut run``); a no-op otherwise.
 
 Under mutmut each mutant runs the tests that cover the mutated function with
-``-x``.  Running the fast tests first makes a killed mutant cost the time of
-the first test that fails, not of the slow property and sweep tests in front
-of it; and Hypothesis does not shrink or save failing examples, since a
-failure is all a mutation run needs.
+``-x``.  Running first the tests of the mutated module, then the pinned tests,
+each group fastest first, makes a killed mutant cost the time of the first test
+that fails, not of the slow property and sweep tests in front of it; and
+Hypothesis does not shrink or save failing examples, since a failure is all a
+mutation run needs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,9 +42,23 @@ def _durations() -> dict[str, float]:
     return durations if isinstance(durations, dict) else {}
 
 
+def _order(mutant: str, durations: dict[str, float]) -> Callable[[pytest.Item], tuple[int, float]]:
+    # "cfauth_core._tokens.x_scrub__mutmut_3" -> "tokens": the tests of that
+    # module, then the pinned tests (short, and broad), then the rest; each
+    # group fastest first.
+    module = mutant.split(".")[1].lstrip("_") if "." in mutant else ""
+
+    def key(item: pytest.Item) -> tuple[int, float]:
+        path = item.nodeid.split("::")[0]
+        group = 0 if module and module in path else 1 if "test_pinned_" in path else 2
+        return group, durations.get(item.nodeid, 0.0)
+
+    return key
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not UNDER_MUTMUT or not os.environ.get("MUTANT_UNDER_TEST", "").startswith("cfauth"):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if not UNDER_MUTMUT or not mutant.startswith("cfauth"):
         return
-    durations = _durations()  # pragma: no cover - only under the mutation tool
-    items.sort(key=lambda item: durations.get(item.nodeid, 0.0))  # pragma: no cover
+    items.sort(key=_order(mutant, _durations()))  # pragma: no cover - only under mutmut
