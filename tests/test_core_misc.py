@@ -22,6 +22,7 @@ from cfauth_core import (
     Fail,
     InvalidInput,
     LeaseFailed,
+    LocalProtocolError,
     Machine,
     OAuth2App,
     RefreshAborted,
@@ -353,3 +354,26 @@ def test_call_id_of_names_the_call_of_any_first_action() -> None:
     for wrong in ([], [AcquireLease("expiring")], [Send(1, request, None, "refresh")]):
         with pytest.raises(InvalidInput, match="first action names the call"):
             call_id_of(wrong)
+
+
+@pytest.mark.parametrize("params", [None, {"page": "1"}])
+def test_cancelling_a_call_in_flight_forgets_it(params: dict[str, str] | None) -> None:
+    """A call cancelled while its request is in flight (a plain one sent straight
+    from the remembered requests, or one with parameters) is gone: its answer is
+    refused as not in flight, and other calls go on."""
+    machine = Machine(Account.parse("acme"), ApiKey("key", "secret"))
+    machine.handle(CallRequested(now=NOW, method="GET", path="item"))  # remembered
+    other = machine.handle(CallRequested(now=NOW, method="GET", path="other"))[0]
+    (send,) = machine.handle(CallRequested(now=NOW, method="GET", path="item", params=params))
+    assert isinstance(send, Send)
+    assert isinstance(other, Send)
+    assert machine.handle(CallCancelled(now=NOW, call_id=call_id_of([send]))) == []
+    assert machine.calls_in_progress == 2
+    with pytest.raises(LocalProtocolError, match="not in flight"):
+        machine.handle(
+            ResponseReceived(now=NOW, request_id=send.request_id, status=200, headers=[], body=b"")
+        )
+    delivered = machine.handle(
+        ResponseReceived(now=NOW, request_id=other.request_id, status=200, headers=[], body=b"")
+    )
+    assert [type(a) for a in delivered] == [Deliver]
