@@ -117,6 +117,10 @@ __all__ = ["Machine"]
 
 
 _INF = float("inf")
+# The hot path builds its records by calling the constructor itself: the same
+# record, without the generic class-call machinery around it.
+_new_send = Send.__new__
+_new_deliver = Deliver.__new__
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})
@@ -253,6 +257,8 @@ class Machine:
         # under the lease (AcquireLease.unsaved) before the store is next read.
         self._unsaved: TokenSet | None = None
         self._quiet_until = _INF
+        self._state = State.UNAUTHORIZED  # until _enter below
+        self._light_until = -1.0
         self._set_auth("")
         self._set_tokens(tokens)
         self._client_auth = "rfc6749"
@@ -335,6 +341,43 @@ class Machine:
         An event the current state does not accept, or that names an unknown
         request or call, raises :class:`LocalProtocolError` and changes nothing.
         """
+        # The hot path is answered here, without a handler: both events are
+        # accepted in every state (EVENTS_ALLOWED), and these two cases are
+        # most of the traffic.
+        if type(event) is CallRequested:
+            # A plain call whose request is remembered (see _on_call_requested)
+            # while the machine is READY and no refresh can be due: sent at
+            # once, and kept light (its entry in _calls is its path, its entry
+            # in _pending the Send; _call_of builds a _Call if its answer needs
+            # one).
+            if (
+                event.now < self._light_until
+                and event.params is None
+                and event.data is None
+                and not event.headers
+            ):
+                known = self._requests.get((event.method, event.path))
+                if known is not None:
+                    call_id = self._next_call_id
+                    self._next_call_id = call_id + 1
+                    request_id = self._next_request_id
+                    self._next_request_id = request_id + 1
+                    send: Send = _new_send(Send, request_id, known[1], call_id)
+                    self._calls[call_id] = known[0]
+                    self._pending[request_id] = send
+                    return [send]
+        elif type(event) is ResponseReceived:
+            # An answer that ends a plain call sent light.
+            request_id = event.request_id
+            pending = self._pending.get(request_id)
+            if type(pending) is Send:
+                status = event.status
+                if status < 300 or status not in _SPECIAL_STATUSES:
+                    del self._pending[request_id]
+                    light_id: int = pending.call_id  # type: ignore[assignment]
+                    del self._calls[light_id]
+                    url = pending.request.url
+                    return [_new_deliver(Deliver, light_id, status, event.headers, event.body, url)]
         handler = self._handlers.get(type(event))
         if handler is None:
             raise LocalProtocolError(
@@ -357,6 +400,8 @@ class Machine:
     def _enter(self, state: State) -> None:
         self._state = state
         self._handlers = _DISPATCH[state]
+        # Before this time a plain call may go out light (see handle).
+        self._light_until = self._quiet_until if state is State.READY else -1.0
 
     def _set_tokens(self, tokens: TokenSet | None) -> None:
         self._tokens = tokens
@@ -373,6 +418,8 @@ class Machine:
                 tokens.refresh_expires_at,
                 keep_alive_from if tokens.updated_at < keep_alive_from else _INF,
             )
+            if self._state is State.READY:
+                self._light_until = self._quiet_until
 
     def _use_client_auth(self, form: str) -> None:
         pinned = self._config.client_auth
@@ -436,25 +483,11 @@ class Machine:
     # -- calls ----------------------------------------------------------------
 
     def _on_call_requested(self, event: CallRequested) -> list[Action]:
+        # Every call handle() did not send light.  A plain call's request is the
+        # same every time until the credential or the origin changes (_set_auth
+        # and _move forget it): it is remembered here for handle() to reuse.
         method = event.method
         call_id = self._next_call_id
-        if event.params is None and event.data is None and not event.headers:
-            # A plain call: its request is the same every time until the
-            # credential or the origin changes (_set_auth and _move forget it).
-            known = self._requests.get((method, event.path))
-            if known is not None and (
-                self._state is State.READY and (not self._oauth or event.now < self._quiet_until)
-            ):
-                # The common case: sent at once, and kept light.  The call's
-                # entry is its path and its pending entry the Send itself; a
-                # _Call is built only if its answer needs one (_call_of).
-                self._next_call_id = call_id + 1
-                request_id = self._next_request_id
-                self._next_request_id = request_id + 1
-                send = Send(request_id, known[1], call_id)
-                self._calls[call_id] = known[0]
-                self._pending[request_id] = send
-                return [send]
         path = self._account.api_path(event.path, event.params)  # may raise: nothing changed yet
         headers = tuple(event.headers) if event.headers else ()
         body = None
@@ -555,13 +588,7 @@ class Machine:
                 f"request {event.request_id} is not in flight: report each Send's answer once"
             )
         status = event.status
-        if type(pending) is Send:  # a plain call sent light
-            if status < 300 or status not in _SPECIAL_STATUSES:
-                call_id = pending.call_id
-                del self._calls[call_id]  # type: ignore[arg-type]
-                return [
-                    Deliver(call_id, status, event.headers, event.body, pending.request.url)  # type: ignore[arg-type]
-                ]
+        if type(pending) is Send:  # a plain call sent light (handle delivered the rest)
             return self._on_special_call_response(self._call_of(pending), event)
         if isinstance(pending, _Call):
             if status < 300 or status not in _SPECIAL_STATUSES:
