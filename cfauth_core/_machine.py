@@ -12,11 +12,11 @@ number of threads or tasks.
 A call's life: ``CallRequested`` -> its ``Send`` at once when credentials are
 at hand (or its ``Fail``); otherwise ``CallAccepted`` and a ``Send`` later.
 The first action always names the new call.  The answer comes back as
-``ResponseReceived``; the machine
-then delivers it, or follows a redirect (``Send`` again), or parks the call
-until a retry time (``RetryAt``; a later ``ClockTick`` sends it), or re-sends
-it once with a fresher token.  It ends with exactly one ``Deliver`` or
-``Fail`` (or a ``CallCancelled`` from the adapter).
+``ResponseReceived``; the machine then delivers it, or follows a redirect
+(``Send`` again), or parks the call until a retry time (``RetryAt``; a later
+``ClockTick`` sends it), or re-sends it once with a fresher token.  It ends
+with exactly one ``Deliver`` or ``Fail`` (or a ``CallCancelled`` from the
+adapter).
 
 Refreshing is single-flight.  When the access token is near expiry (or the
 refresh token near its 14 days), or a call comes back 401 with the current
