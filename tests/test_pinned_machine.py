@@ -44,6 +44,7 @@ from cfauth_core import (
     TokenSet,
     TokensLoaded,
     UntrustedRedirect,
+    call_id_of,
 )
 
 NOW = 1_700_000_000.0
@@ -77,12 +78,11 @@ def machine(kind: str, config: Config | None = None, pair: TokenSet | None = Non
 
 
 def call(m: Machine, now: float = NOW) -> tuple[int, list[Action]]:
-    """Start a call: its id (carried by the first action) and the actions other
-    than ``CallAccepted``, whichever way the machine acknowledges the call."""
+    """The new call's id and the actions after its CallAccepted (all of them
+    when the first is already the call's Send or Fail)."""
     actions = m.handle(CallRequested(now=now, method="GET", path="booking/index"))
-    call_id = getattr(actions[0], "call_id", None)
-    assert isinstance(call_id, int), actions
-    return call_id, [a for a in actions if not isinstance(a, CallAccepted)]
+    call_id = call_id_of(actions)
+    return call_id, actions[1:] if isinstance(actions[0], CallAccepted) else actions
 
 
 def reply(
