@@ -46,7 +46,9 @@ from cfauth_core import (
     ReauthorizationRequired,
     RefreshAborted,
     RefreshFailed,
+    ReleaseLease,
     RemoteProtocolError,
+    Request,
     ResponseReceived,
     Send,
     SendFailed,
@@ -54,6 +56,7 @@ from cfauth_core import (
     TokenSet,
     TokensLoaded,
     UntrustedRedirect,
+    call_id_of,
 )
 from cfauth_core._tokens import MAX_TOKEN_BODY, parse_token_response
 
@@ -869,6 +872,24 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         RemoteProtocolError,
         "the token response is not for a bearer token; cfauth only uses bearer tokens",
         {"retryable": False, "status": 200},
+    ),
+    "call-id-of-nothing": (
+        lambda: call_id_of([]),
+        InvalidInput,
+        "actions: pass the list Machine.handle returned for a CallRequested (its first action names the call)",
+        {"retryable": False},
+    ),
+    "call-id-of-no-call": (
+        lambda: call_id_of([ReleaseLease()]),
+        InvalidInput,
+        "actions: pass the list Machine.handle returned for a CallRequested (its first action names the call)",
+        {"retryable": False},
+    ),
+    "call-id-of-token-send": (
+        lambda: call_id_of([Send(1, Request("POST", "https://x.example/", ()), None, "refresh")]),
+        InvalidInput,
+        "actions: pass the list Machine.handle returned for a CallRequested (its first action names the call)",
+        {"retryable": False},
     ),
 }
 
