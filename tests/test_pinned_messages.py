@@ -891,6 +891,12 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "actions: pass the list Machine.handle returned for a CallRequested (its first action names the call)",
         {"retryable": False},
     ),
+    "token-oauth-error-long-code": (
+        lambda: token_response({"error": "e" * 150}, 400),
+        OAuthError,
+        "the server answered OAuth error 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee...' with HTTP 400: check the request against the description, then try again",
+        {"retryable": False, "status": 400},
+    ),
 }
 
 
@@ -909,3 +915,20 @@ def test_message(name: str) -> None:
 def test_network_error_is_retryable_unless_told_otherwise() -> None:
     assert NetworkError("reset").retryable is True
     assert NetworkError("reset", retryable=False).retryable is False
+
+
+VALID = {"access_token": "a-2", "refresh_token": "r-2"}
+
+
+@pytest.mark.parametrize("error", ["", 5, None, ["invalid_grant"], {"x": 1}])
+def test_an_error_field_that_is_no_error_code_leaves_the_response_to_the_other_checks(
+    error: object,
+) -> None:
+    assert token_response({**VALID, "error": error}).access_token == "a-2"
+
+
+@pytest.mark.parametrize(
+    ("scope", "kept"), [("read write", "read write"), (5, None), (["r"], None)]
+)
+def test_a_scope_that_is_not_text_is_dropped(scope: object, kept: str | None) -> None:
+    assert token_response({**VALID, "scope": scope}).scope == kept
