@@ -109,3 +109,25 @@ def test_every_path_follows_the_model_memo_cold_and_warm(path: str) -> None:
         else:
             assert account.api_url(path) == expected
     _account._PATHS.clear()
+
+
+@pytest.mark.parametrize("loopback", [True, False])
+def test_a_moved_account_keeps_its_settings_and_takes_the_new_origin(loopback: bool) -> None:
+    start = "https://127.0.0.1:8443" if loopback else "acme"
+    account = Account.parse(
+        start, insecure_loopback=loopback, trusted_hosts=["x.example"], api_base="/api/9/"
+    )
+    moved = account.moved_to("https://ACME.manage.na1.bookingplatform.app")
+    assert moved == Account(
+        scheme="https",
+        host="acme.manage.na1.bookingplatform.app",
+        port=443,
+        name="acme",
+        trusted_hosts=frozenset({"x.example"}),
+        api_base="/api/9/",
+        insecure_loopback=loopback,
+    )
+    assert moved.insecure_loopback is loopback
+    assert moved.origin == "https://acme.manage.na1.bookingplatform.app"
+    other = Account.parse("acme").moved_to("https://x.example:8443")
+    assert (other.host, other.port, other.name) == ("x.example", 8443, "acme")
