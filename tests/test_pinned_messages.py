@@ -897,6 +897,18 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "the server answered OAuth error 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee...' with HTTP 400: check the request against the description, then try again",
         {"retryable": False, "status": 400},
     ),
+    "moved-to-bad-port": (
+        lambda: Account.parse("acme").moved_to("https://x.example:99999"),
+        InvalidInput,
+        "origin: the port must be between 1 and 65535, e.g. 8443",
+        {"retryable": False},
+    ),
+    "moved-to-port-text": (
+        lambda: Account.parse("acme").moved_to("https://x.example:8x"),
+        InvalidInput,
+        "origin: the port must be a number, as in https://acme.checkfront.com:8443",
+        {"retryable": False},
+    ),
 }
 
 
