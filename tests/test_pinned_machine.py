@@ -46,6 +46,7 @@ from cfauth_core import (
     UntrustedRedirect,
     call_id_of,
 )
+from cfauth_core._account import is_oauth_path
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -676,3 +677,31 @@ def test_under_the_lease_a_grant_past_its_refresh_expiry_is_lost_and_the_lease_r
     assert "expired" in str(fail.error)
     assert m.tokens is None
     assert not of(actions, Send)
+
+
+@pytest.mark.parametrize(
+    ("path", "oauth"),
+    [
+        ("/x?/../../oauth", False),  # the query starts at the first "?"
+        ("/oauth?x?y", True),
+        ("/%5Coauth%5Ctoken/", True),  # a decoded backslash is a slash
+        ("\\oauth\\token", True),
+        ("/api/%5C..%5Coauth", True),
+        ("/api/oauth", False),
+    ],
+)
+def test_what_a_lenient_server_reads_as_an_oauth_path(path: str, oauth: bool) -> None:
+    assert is_oauth_path(path) is oauth
+
+
+@pytest.mark.parametrize("kind", ["apikey", "oauth"])
+@pytest.mark.parametrize("location", ["/%5Coauth%5Ctoken/", "/api/3.0/%5C..%5C..%5Coauth/"])
+def test_an_api_call_redirected_to_an_encoded_backslash_oauth_path_is_refused(
+    kind: str, location: str
+) -> None:
+    m = machine(kind)
+    call_id, (send,) = call(m)
+    assert isinstance(send, Send)
+    fail = ended_once(reply(m, send, 302, [("Location", location)]), call_id)
+    assert isinstance(fail, Fail)
+    assert "API credentials never go to the OAuth endpoints" in str(fail.error)
