@@ -18,6 +18,7 @@ import pytest
 
 from cfauth_core import (
     Account,
+    AccountMoved,
     AcquireLease,
     Action,
     ApiKey,
@@ -47,6 +48,7 @@ from cfauth_core import (
     call_id_of,
 )
 from cfauth_core._account import is_oauth_path
+from tests.helpers import header
 
 NOW = 1_700_000_000.0
 ACME = "https://acme.checkfront.com"
@@ -705,3 +707,47 @@ def test_an_api_call_redirected_to_an_encoded_backslash_oauth_path_is_refused(
     fail = ended_once(reply(m, send, 302, [("Location", location)]), call_id)
     assert isinstance(fail, Fail)
     assert "API credentials never go to the OAuth endpoints" in str(fail.error)
+
+
+# -- following a call's redirect: migration, method and body -----------------------------
+
+NA1 = "https://acme.manage.na1.bookingplatform.app"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("where", ["same-origin", "migration"])
+def test_a_call_redirect_keeps_or_drops_method_and_body_and_moves_only_when_permanent(
+    status: int, method: str, where: str
+) -> None:
+    m = machine("apikey")
+    data = {"a": "1"} if method == "POST" else None
+    headers = [("Idempotency-Key", "k-1")] if method == "POST" else []
+    actions = m.handle(
+        CallRequested(now=NOW, method=method, path="booking/index", data=data, headers=headers)
+    )
+    call_id = call_id_of(actions)
+    (send,) = of(actions, Send)
+    base = ACME if where == "same-origin" else NA1
+    location = base + "/api/3.0/booking/other"
+    actions = reply(m, send, status, [("Location", location)])
+    (resent,) = of(actions, Send)
+    assert resent.call_id == call_id
+    assert resent.request.url == location
+    to_get = status == 303 and method == "POST"
+    assert resent.request.method == ("GET" if to_get else method)
+    assert resent.request.body == (None if to_get or method == "GET" else b"a=1")
+    content_type = header(resent.request, "Content-Type")
+    assert content_type == (None if to_get or method == "GET" else _FORM_TYPE)
+    assert header(resent.request, "Idempotency-Key") == ("k-1" if method == "POST" else None)
+    assert header(resent.request, "Authorization") == API_KEY.authorization
+    moves = where == "migration" and status in (301, 308)
+    assert of(actions, AccountMoved) == ([AccountMoved(ACME, NA1)] if moves else [])
+    assert m.account.origin == (NA1 if moves else ACME)
+    # The next call goes to wherever the account now is.
+    _, (after,) = call(m)
+    assert isinstance(after, Send)
+    assert after.request.url == m.account.origin + "/api/3.0/booking/index"
+
+
+_FORM_TYPE = "application/x-www-form-urlencoded"
