@@ -751,3 +751,42 @@ def test_a_call_redirect_keeps_or_drops_method_and_body_and_moves_only_when_perm
 
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+# -- when a refresh is due ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("updated", "expires", "refresh_expires", "due"),
+    [
+        (-14_000, 301, 14 * 86400, None),
+        (-14_000, 300, 14 * 86400, "expiring"),  # within the 300 s leeway
+        (-10, 10, 14 * 86400, "expiring"),  # a 20 s token: the leeway is capped at 10 s
+        (-9, 11, 14 * 86400, None),
+        (-14 * 86400 + 86400, 14_000, 86400, "keep-alive"),  # a day of refresh life left
+        (-14 * 86400 + 86399, 14_000, 86401, None),
+        (-1, 14_000, 86400, "keep-alive"),  # refreshed just before the window opened
+        (0, 14_000, 86400, None),  # refreshed inside the window already: once per window
+        (-14 * 86400, 100, 0, None),  # the refresh token is spent: the access token is used
+        (-14 * 86400, 0, 0, "lost"),
+    ],
+)
+def test_when_a_refresh_is_due(
+    updated: float, expires: float, refresh_expires: float, due: str | None
+) -> None:
+    pair = TokenSet(ACCESS, REFRESH, NOW + expires, NOW + refresh_expires, NOW + updated)
+    m = machine("oauth", pair=pair)
+    call_id, actions = call(m)
+    if due is None:
+        (send,) = actions
+        assert isinstance(send, Send)
+        assert header(send.request, "Authorization") == "Bearer " + ACCESS
+    elif due == "lost":
+        assert of(actions, AuthorizationLost) or of(actions, Fail), actions
+        fail = ended_once(actions, call_id)
+        assert isinstance(fail, Fail)
+        assert not of(actions, Send)
+    else:
+        (lease,) = of(actions, AcquireLease)
+        assert lease.reason == due
+        assert not of(actions, Send)
