@@ -782,7 +782,7 @@ def test_when_a_refresh_is_due(
         assert isinstance(send, Send)
         assert header(send.request, "Authorization") == "Bearer " + ACCESS
     elif due == "lost":
-        assert of(actions, AuthorizationLost) or of(actions, Fail), actions
+        assert of(actions, AuthorizationLost), actions
         fail = ended_once(actions, call_id)
         assert isinstance(fail, Fail)
         assert not of(actions, Send)
