@@ -5,6 +5,7 @@ is cut.
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import quote, quote_plus
 
@@ -12,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfauth_core import Account, ApiKey, Machine
+from cfauth_core import (
+    Account,
+    ApiKey,
+    AuthorizationRequested,
+    CallbackReceived,
+    Machine,
+    OAuth2App,
+    ResponseReceived,
+    Send,
+)
 from cfauth_core._tokens import hide, scrub, secret_forms
 
 # No character of "<hidden>" or "...": a secret cannot be rebuilt from the marks.
@@ -119,3 +129,53 @@ def test_machine_scrub_uses_its_secrets_and_the_limit_given() -> None:
     assert m.scrub("x" * 301) == "x" * 300 + "..."
     assert m.scrub("x" * 20, limit=10) == "x" * 10 + "..."
     assert m.scrub("say apikey-secret-value", limit=12) == "say <hidden>"
+
+
+# -- every secret the machine knows, at each point of a login and a refresh ------------
+
+ODD_APP = OAuth2App("client+0123/x", "s3cr+t/value=x", "https://app.example/callback")
+VERIFIER = "v" * 20 + "VERIFIER" + "w" * 15
+STATE = "Yx3p_Q8-vLr2mT0kWc9hZa"
+CODE = "CODE-12345-abcdef"
+NOW = 1_700_000_000.0
+
+
+def client_forms(app: OAuth2App) -> list[str]:
+    return [
+        app.client_secret,
+        app.token_authorization_in("rfc6749").split(" ", 1)[1],
+        app.token_authorization_in("raw").split(" ", 1)[1],
+    ]
+
+
+def assert_hidden(m: Machine, secrets_: list[str]) -> None:
+    for secret in secrets_:
+        for form in secret_forms(secret):
+            shown = m.scrub(f"x{form}y {form}")
+            assert form not in shown, (secret, form, shown)
+            assert shown.count("<hidden>") == 2
+
+
+def test_an_api_key_machine_hides_its_secret_and_its_basic_value() -> None:
+    key = ApiKey("key-0123456789", "apikey-secret-value")
+    m = Machine(Account.parse("acme"), key)
+    assert_hidden(m, [key.secret, key.authorization.split(" ", 1)[1]])
+
+
+def test_an_oauth_machine_hides_what_it_knows_at_each_step_of_a_login() -> None:
+    m = Machine(Account.parse("acme"), ODD_APP)
+    assert_hidden(m, client_forms(ODD_APP))
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier=VERIFIER))
+    assert_hidden(m, [*client_forms(ODD_APP), VERIFIER])
+    (send,) = m.handle(
+        CallbackReceived(now=NOW, url=f"{ODD_APP.redirect_uri}?code={CODE}&state={STATE}")
+    )
+    assert isinstance(send, Send)
+    assert_hidden(m, [*client_forms(ODD_APP), VERIFIER, CODE])  # the exchange is in flight
+    body = json.dumps(
+        {"access_token": "access-token-AAA", "refresh_token": "refresh-token-BBB"}
+    ).encode()
+    m.handle(
+        ResponseReceived(now=NOW, request_id=send.request_id, status=200, headers=[], body=body)
+    )
+    assert_hidden(m, [*client_forms(ODD_APP), "access-token-AAA", "refresh-token-BBB"])
