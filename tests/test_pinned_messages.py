@@ -909,6 +909,12 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "origin: the port must be a number, as in https://acme.checkfront.com:8443",
         {"retryable": False},
     ),
+    "judge-redirect-bad-current-port": (
+        lambda: Account.parse("acme").judge_redirect("https://acme.checkfront.com:99999/x", "/y"),
+        UntrustedRedirect,
+        "redirect to '/y' refused: its port is not valid; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
+        {"retryable": False, "location": "/y"},
+    ),
 }
 
 
