@@ -910,10 +910,12 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         {"retryable": False},
     ),
     "judge-redirect-bad-current-port": (
-        lambda: Account.parse("acme").judge_redirect("https://acme.checkfront.com:99999/x", "/y"),
-        UntrustedRedirect,
-        "redirect to '/y' refused: its port is not valid; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
-        {"retryable": False, "location": "/y"},
+        lambda: Account.parse("acme").judge_redirect(
+            "https://acme.checkfront.com:99999/x", "https://acme.checkfront.com/y"
+        ),
+        InvalidInput,
+        "current URL: the port must be between 1 and 65535, e.g. 8443",
+        {"retryable": False},
     ),
 }
 
