@@ -42,6 +42,7 @@ from cfauth_core import (
     NetworkError,
     OAuth2App,
     OAuthError,
+    OAuthStateMismatch,
     RateLimited,
     ReauthorizationRequired,
     RefreshAborted,
@@ -190,6 +191,29 @@ def callback(query: str, **kwargs: Any) -> list[Action]:
     m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 43))
     url = f"{APP.redirect_uri}?{query}&state={STATE}"
     return m.handle(CallbackReceived(now=NOW, url=url, **kwargs))
+
+
+def login_twice(*, same: bool) -> list[Action]:
+    """A second login with the pending login's state, or with a replaced one's."""
+    m = machine("oauth", pkce=False)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    if not same:
+        m.handle(AuthorizationRequested(now=NOW, state="Q" * 22))
+    return m.handle(AuthorizationRequested(now=NOW, state=STATE))
+
+
+def callback_raw(query: str, at: str = APP.redirect_uri + "?") -> list[Action]:
+    m = machine("oauth", pkce=False)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    return m.handle(CallbackReceived(now=NOW, url=at + query))
+
+
+def callback_after_denial() -> list[Action]:
+    """A callback with the state of a login that a newer one replaced."""
+    m = machine("oauth", pkce=False)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    m.handle(AuthorizationRequested(now=NOW, state="Q" * 22))
+    return m.handle(CallbackReceived(now=NOW, url=f"code=x&state={STATE}"))
 
 
 def token_response(body: object, status: int = 200, previous: TokenSet | None = None) -> TokenSet:
@@ -915,6 +939,128 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         ),
         InvalidInput,
         "current URL: the port must be between 1 and 65535, e.g. 8443",
+        {"retryable": False},
+    ),
+    "machine-account": (
+        lambda: Machine(cast(Any, "acme"), KEY),
+        InvalidInput,
+        "account: pass an Account, e.g. Account.parse('acme')",
+        {"retryable": False},
+    ),
+    "machine-credential": (
+        lambda: Machine(Account.parse("acme"), cast(Any, "key")),
+        InvalidInput,
+        "credential: pass ApiKey(key, secret) or OAuth2App(...)",
+        {"retryable": False},
+    ),
+    "machine-tokens-type": (
+        lambda: Machine(Account.parse("acme"), APP, cast(Any, {"access_token": "a"})),
+        InvalidInput,
+        "tokens: pass a TokenSet or None",
+        {"retryable": False},
+    ),
+    "machine-tokens-with-apikey": (
+        lambda: Machine(Account.parse("acme"), KEY, tokens()),
+        InvalidInput,
+        "tokens: a token pair (ApiKey) has no OAuth2 tokens",
+        {"retryable": False},
+    ),
+    "machine-client-auth": (
+        lambda: Machine(Account.parse("acme"), APP, client_auth="basic"),
+        InvalidInput,
+        "client_auth: pass 'rfc6749', 'raw' (the form a store recorded) or None",
+        {"retryable": False},
+    ),
+    "login-with-apikey": (
+        lambda: machine().handle(AuthorizationRequested(now=NOW, state=STATE)),
+        LocalProtocolError,
+        "a token pair (ApiKey) has no OAuth2 login: use an OAuth2App machine to log in",
+        {"retryable": False},
+    ),
+    "login-short-state": (
+        lambda: machine("oauth").handle(
+            AuthorizationRequested(now=NOW, state="short", code_verifier="v" * 43)
+        ),
+        InvalidInput,
+        "state: pass at least 16 random bytes as 22 or more URL-safe characters (secrets.token_urlsafe(16))",
+        {"retryable": False},
+    ),
+    "login-state-pending": (
+        lambda: login_twice(same=True),
+        InvalidInput,
+        "state: this is the pending login's state; pass a fresh random state for each login",
+        {"retryable": False},
+    ),
+    "login-state-used": (
+        lambda: login_twice(same=False),
+        InvalidInput,
+        "state: this value was used before; pass a fresh random state",
+        {"retryable": False},
+    ),
+    "login-pkce-bad-verifier": (
+        lambda: machine("oauth").handle(
+            AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 42)
+        ),
+        InvalidInput,
+        "code_verifier: PKCE is on; pass 43 to 128 URL-safe characters (secrets.token_urlsafe(64)), or turn PKCE off with Config(pkce=False)",
+        {"retryable": False},
+    ),
+    "login-pkce-off-verifier": (
+        lambda: machine("oauth", pkce=False).handle(
+            AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 43)
+        ),
+        InvalidInput,
+        "code_verifier: PKCE is off (Config(pkce=False)); pass no verifier",
+        {"retryable": False},
+    ),
+    "callback-no-state": (
+        lambda: callback_raw("code=x"),
+        OAuthStateMismatch,
+        "the callback carries no single state parameter; it was not started by this login and was ignored",
+        {"retryable": False},
+    ),
+    "callback-state-mismatch": (
+        lambda: callback_raw("code=x&state=" + "Z" * 22),
+        OAuthStateMismatch,
+        "the callback's state does not match the pending login; it was ignored",
+        {"retryable": False},
+    ),
+    "callback-state-twice": (
+        lambda: callback_raw(f"code=x&state={STATE}&state={STATE}"),
+        OAuthStateMismatch,
+        "the callback carries no single state parameter; it was not started by this login and was ignored",
+        {"retryable": False},
+    ),
+    "callback-state-used": (
+        callback_after_denial,
+        OAuthStateMismatch,
+        "the callback's state was already used; it was ignored",
+        {"retryable": False},
+    ),
+    "callback-not-at-redirect-uri": (
+        lambda: callback_raw(f"code=x&state={STATE}", "https://evil.example/callback?"),
+        OAuthStateMismatch,
+        "the callback URL is not at the redirect URI (its scheme, host, port or path differ); it was not meant for this login and was ignored",
+        {"retryable": False},
+    ),
+    "logout-while-refreshing": (
+        lambda: refreshing()[0].handle(LogoutRequested(now=NOW)),
+        LocalProtocolError,
+        "LogoutRequested is not accepted in state refreshing: a token refresh or exchange is in flight; log out once it has ended",
+        {"retryable": False},
+    ),
+    "login-while-refreshing": (
+        lambda: refreshing()[0].handle(
+            AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 43)
+        ),
+        LocalProtocolError,
+        "AuthorizationRequested is not accepted in state refreshing: a login cannot start while a token refresh or exchange is in flight; start it once that has ended",
+        {"retryable": False},
+    ),
+    "tokens-loaded-while-refreshing": (
+        lambda: refreshing()[0].handle(TokensLoaded(now=NOW, tokens=None)),
+        LocalProtocolError,
+        "TokensLoaded is not accepted in state refreshing: tokens can be loaded only when no refresh or exchange is in flight",
         {"retryable": False},
     ),
 }
