@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cfauth_core import Account, InvalidInput, _account
+from cfauth_core import Account, InvalidInput, RedirectKind, _account
 
 ORIGIN = "https://acme.checkfront.com"
 
@@ -131,3 +131,37 @@ def test_a_moved_account_keeps_its_settings_and_takes_the_new_origin(loopback: b
     assert moved.origin == "https://acme.manage.na1.bookingplatform.app"
     other = Account.parse("acme").moved_to("https://x.example:8443")
     assert (other.host, other.port, other.name) == ("x.example", 8443, "acme")
+
+
+# -- redirect trust, read through its public result ---------------------------------------
+
+CURRENT = ORIGIN + "/api/3.0/booking/index?x=1"
+NA1 = "https://acme.manage.na1.bookingplatform.app"
+SAME, MOVE = RedirectKind.SAME_ORIGIN, RedirectKind.MIGRATION
+
+
+@pytest.mark.parametrize(
+    ("current", "location", "kind", "url", "origin"),
+    [
+        (CURRENT, "/api/3.0/other", SAME, ORIGIN + "/api/3.0/other", ORIGIN),
+        (CURRENT, "https://ACME.checkfront.com:443/p?q=1", SAME, ORIGIN + "/p?q=1", ORIGIN),
+        (CURRENT, ORIGIN, SAME, ORIGIN + "/", ORIGIN),  # the same host: its root
+        (CURRENT, NA1, MOVE, NA1 + "/api/3.0/booking/index?x=1", NA1),  # origin only
+        (CURRENT, NA1 + "/", MOVE, NA1 + "/api/3.0/booking/index?x=1", NA1),
+        (CURRENT, NA1 + "/z?k=v", MOVE, NA1 + "/z?k=v", NA1),
+        (CURRENT, "https://api.partner.example/y", MOVE, "https://api.partner.example/y",
+         "https://api.partner.example"),
+        (ORIGIN, NA1, MOVE, NA1 + "/", NA1),  # nothing to keep
+        (NA1 + "/api/3.0/x", "/api/3.0/y", SAME, NA1 + "/api/3.0/y", NA1),  # sent before a move
+        ("https://old.example:8443/a", "https://old.example:8443/b", SAME,
+         "https://old.example:8443/b", "https://old.example:8443"),
+    ],
+)  # fmt: skip
+def test_a_trusted_redirect_names_its_kind_target_and_origin(
+    current: str, location: str, kind: RedirectKind, url: str, origin: str
+) -> None:
+    account = Account.parse("acme", trusted_hosts=["api.partner.example"])
+    target = account.judge_redirect(current, location)
+    assert target.kind is kind
+    assert target.url == url
+    assert target.origin == origin
