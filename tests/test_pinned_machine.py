@@ -27,12 +27,14 @@ from cfauth_core import (
     AuthorizeAt,
     CallAccepted,
     CallbackReceived,
+    CallCancelled,
     CallRequested,
     CfauthError,
     Config,
     Deliver,
     Fail,
     InvalidInput,
+    LocalProtocolError,
     Machine,
     OAuth2App,
     OAuthStateMismatch,
@@ -790,3 +792,24 @@ def test_when_a_refresh_is_due(
         (lease,) = of(actions, AcquireLease)
         assert lease.reason == due
         assert not of(actions, Send)
+
+
+# -- cancelling one call leaves the others ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["apikey", "oauth"])
+@pytest.mark.parametrize("cancel", [0, 1, 2])
+def test_cancelling_a_call_in_flight_leaves_the_other_calls_alone(kind: str, cancel: int) -> None:
+    m = machine(kind)
+    started = [call(m) for _ in range(3)]
+    m.handle(CallCancelled(now=NOW, call_id=started[cancel][0]))
+    for index, (call_id, (send,)) in enumerate(started):
+        assert isinstance(send, Send)
+        if index == cancel:
+            with pytest.raises(LocalProtocolError, match="not in flight"):
+                reply(m, send, 200)
+        else:
+            deliver = ended_once(reply(m, send, 200, body=b"ok"), call_id)
+            assert isinstance(deliver, Deliver)
+            assert deliver.body == b"ok"
+    assert m.calls_in_progress == 0

@@ -22,12 +22,14 @@ from cfauth_core import (
     ApiKey,
     AuthorizationDenied,
     AuthorizationFailed,
+    AuthorizationLost,
     AuthorizationRequested,
     CallAccepted,
     CallbackReceived,
     CallRequested,
     CfauthError,
     ClientCredentialsRejected,
+    ClockTick,
     CodeExpired,
     Config,
     CredentialsRejected,
@@ -229,7 +231,7 @@ def error_of(trigger: Callable[[], object]) -> CfauthError:
         return error
     assert isinstance(actions, Sequence), actions
     for action in actions:
-        if isinstance(action, (Fail, AuthorizationFailed, RefreshAborted)):
+        if isinstance(action, (Fail, AuthorizationFailed, RefreshAborted, AuthorizationLost)):
             return action.error
     raise AssertionError(f"no error: {actions!r}")
 
@@ -1061,6 +1063,14 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         lambda: refreshing()[0].handle(TokensLoaded(now=NOW, tokens=None)),
         LocalProtocolError,
         "TokensLoaded is not accepted in state refreshing: tokens can be loaded only when no refresh or exchange is in flight",
+        {"retryable": False},
+    ),
+    "grant-expired-on-tick": (
+        lambda: machine(
+            "oauth", TokenSet("access-1", "refresh-1", NOW + 10, NOW + 20, NOW - 14_000)
+        ).handle(ClockTick(now=NOW + 30)),
+        ReauthorizationRequired,
+        "the refresh token has expired (14 days after it was issued): the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
         {"retryable": False},
     ),
 }
