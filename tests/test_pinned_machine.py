@@ -813,3 +813,34 @@ def test_cancelling_a_call_in_flight_leaves_the_other_calls_alone(kind: str, can
             assert isinstance(deliver, Deliver)
             assert deliver.body == b"ok"
     assert m.calls_in_progress == 0
+
+
+# -- a refused Location is quoted whole, however many secrets its quoting hid ------------
+
+# Four characters that only appear once the Location is quoted: ' becomes \'.
+QUOTED_SECRET = "\\'\\'"
+
+
+@pytest.mark.parametrize("request_kind", ["call", "refresh"])
+def test_a_refused_location_is_quoted_whole_after_its_secrets_are_hidden(
+    request_kind: str,
+) -> None:
+    pair = TokenSet(QUOTED_SECRET, QUOTED_SECRET, NOW + 10, NOW + 14 * 86400, NOW - 14_000)
+    m = machine("oauth", pair=pair if request_kind == "refresh" else None)
+    if request_kind == "refresh":
+        send = refresh_send(m)
+    else:
+        m = machine(
+            "oauth", pair=TokenSet(QUOTED_SECRET, REFRESH, NOW + 14_000, NOW + 86400 * 14, NOW)
+        )
+        _, (only_send,) = call(m)
+        assert isinstance(only_send, Send)
+        send = only_send
+    location = ACME + "/oauth/other/" + "'" * 120 + '"'
+    actions = reply(m, send, 302, [("Location", location)])
+    errors = [a.error for a in actions if isinstance(a, (Fail, RefreshAborted))]
+    assert errors, actions
+    for error in errors:
+        # The quoted Location is cut at 200 characters: 40 secrets, each hidden, all shown.
+        assert str(error).count("<hidden>") == 40
+        assert QUOTED_SECRET not in str(error)
