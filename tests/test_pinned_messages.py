@@ -218,6 +218,12 @@ def callback_after_denial() -> list[Action]:
     return m.handle(CallbackReceived(now=NOW, url=f"code=x&state={STATE}"))
 
 
+def call_after_grant_lost() -> list[Action]:
+    m, send = refreshing()
+    answer(m, send, 400, [], b'{"error": "invalid_grant"}')
+    return start(m)
+
+
 def token_response(body: object, status: int = 200, previous: TokenSet | None = None) -> TokenSet:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return parse_token_response(status, raw, now=NOW, previous=previous, secrets=("refresh-1",))
@@ -1071,6 +1077,12 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         ).handle(ClockTick(now=NOW + 30)),
         ReauthorizationRequired,
         "the refresh token has expired (14 days after it was issued): the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
+        {"retryable": False},
+    ),
+    "call-after-grant-lost": (
+        call_after_grant_lost,
+        ReauthorizationRequired,
+        "the OAuth2 grant is gone (refresh token expired, revoked or rotated away): log in again (a new OAuth2 authorization)",
         {"retryable": False},
     ),
 }
