@@ -22,6 +22,7 @@ from cfauth_core import (
     AcquireLease,
     Action,
     ApiKey,
+    AuthorizationFailed,
     AuthorizationLost,
     AuthorizationRequested,
     AuthorizeAt,
@@ -844,3 +845,43 @@ def test_a_refused_location_is_quoted_whole_after_its_secrets_are_hidden(
         # The quoted Location is cut at 200 characters: 40 secrets, each hidden, all shown.
         assert str(error).count("<hidden>") == 40
         assert QUOTED_SECRET not in str(error)
+
+
+# -- the other client authentication form, once, after invalid_client ---------------------
+
+
+def test_invalid_client_resends_the_token_request_once_in_the_other_form() -> None:
+    pair = tokens(NOW + 10, NOW - 14_000)
+    m = machine("odd-oauth", pair=pair)
+    first = refresh_send(m)
+    assert header(first.request, "Authorization") == ODD_APP.token_authorization_in("rfc6749")
+    body = b'{"error": "invalid_client"}'
+    (second,) = of(reply(m, first, 401, [], body), Send)
+    assert second.purpose == "refresh"
+    assert second.request.method == first.request.method == "POST"
+    assert second.request.url == first.request.url
+    assert second.request.body == first.request.body
+    others = [(k, v) for k, v in first.request.headers if k != "Authorization"]
+    assert [(k, v) for k, v in second.request.headers if k != "Authorization"] == others
+    assert [k for k, _ in second.request.headers] == [k for k, _ in first.request.headers]
+    assert header(second.request, "Authorization") == ODD_APP.token_authorization_in("raw")
+    actions = reply(m, second, 401, [], body)  # refused in both forms: no third try
+    assert not of(actions, Send)
+    (aborted,) = of(actions, RefreshAborted)
+    assert "in both forms tried" in str(aborted.error)
+
+
+# -- a new login over a grant the machine holds -------------------------------------------
+
+
+def test_a_new_login_needs_a_refresh_token_of_its_own() -> None:
+    m = machine("oauth", Config(pkce=False), tokens())
+    m.handle(AuthorizationRequested(now=NOW, state=STATE))
+    (send,) = m.handle(CallbackReceived(now=NOW, url=f"code=c-1&state={STATE}"))
+    assert isinstance(send, Send)
+    assert send.purpose == "exchange"
+    body = json.dumps({"access_token": "access-new", "expires_in": 100}).encode()
+    actions = reply(m, send, 200, [], body)
+    (failed,) = of(actions, AuthorizationFailed)
+    assert "no usable refresh_token" in str(failed.error)
+    assert m.tokens == tokens()  # the grant it held is kept

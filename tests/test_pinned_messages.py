@@ -224,6 +224,24 @@ def call_after_grant_lost() -> list[Action]:
     return start(m)
 
 
+def exchange(pkce: bool) -> tuple[Machine, Send]:
+    m = machine("oauth", pkce=pkce)
+    m.handle(AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 43 if pkce else None))
+    (send,) = m.handle(CallbackReceived(now=NOW, url=f"code=the-code&state={STATE}"))
+    assert isinstance(send, Send)
+    return m, send
+
+
+def exchange_send_failed(pkce: bool) -> list[Action]:
+    m, send = exchange(pkce)
+    return m.handle(SendFailed(now=NOW, request_id=send.request_id, reason="reset the-code"))
+
+
+def exchange_answered(pkce: bool, status: int, body: bytes) -> list[Action]:
+    m, send = exchange(pkce)
+    return answer(m, send, status, [], body)
+
+
 def token_response(body: object, status: int = 200, previous: TokenSet | None = None) -> TokenSet:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return parse_token_response(status, raw, now=NOW, previous=previous, secrets=("refresh-1",))
@@ -1084,6 +1102,64 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         ReauthorizationRequired,
         "the OAuth2 grant is gone (refresh token expired, revoked or rotated away): log in again (a new OAuth2 authorization)",
         {"retryable": False},
+    ),
+    "callback-when-no-login-pending": (
+        lambda: machine("oauth", tokens()).handle(
+            CallbackReceived(now=NOW, url=f"code=x&state={STATE}")
+        ),
+        LocalProtocolError,
+        "CallbackReceived is not accepted: no login is pending (the callback was already used, or AuthorizationRequested was never sent)",
+        {"retryable": False},
+    ),
+    "callback-iss-long": (
+        lambda: callback("code=abc&iss=https://" + "i" * 150),
+        RemoteProtocolError,
+        "the callback's issuer (iss) is 'https://iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii...', not this account's origin https://acme.checkfront.com: the answer may come from another server (a mix-up attack, RFC 9207); nothing was exchanged: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-error-long": (
+        lambda: callback("error=" + "e" * 150),
+        AuthorizationDenied,
+        "the login was not authorized: the authorization server sent back error 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee...': check the OAuth2 application's settings under Manage > Developer, then start the login again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-code-not-ascii": (
+        lambda: callback("code=caf%C3%A9"),
+        RemoteProtocolError,
+        "the callback carries no single, printable authorization code: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-code-control": (
+        lambda: callback("code=a%1Fb"),
+        RemoteProtocolError,
+        "the callback carries no single, printable authorization code: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "callback-code-twice": (
+        lambda: callback("code=a&code=b"),
+        RemoteProtocolError,
+        "the callback carries no single, printable authorization code: log in again",
+        {"retryable": False, "status": None},
+    ),
+    "exchange-send-failed-no-pkce": (
+        lambda: exchange_send_failed(False),
+        NetworkError,
+        "the token request could not be completed: reset <hidden>",
+        {"retryable": True},
+    ),
+    "exchange-send-failed-pkce": (
+        lambda: exchange_send_failed(True),
+        NetworkError,
+        "the token request could not be completed: reset <hidden>",
+        {"retryable": True},
+    ),
+    "exchange-error-no-pkce": (
+        lambda: exchange_answered(
+            False, 400, b'{"error": "invalid_grant", "error_description": "code the-code used"}'
+        ),
+        OAuthError,
+        "the server answered OAuth error 'invalid_grant' ('code <hidden> used') with HTTP 400: log in again (a new OAuth2 authorization)",
+        {"retryable": False, "status": 400},
     ),
 }
 
