@@ -66,6 +66,7 @@ from cfauth_core._tokens import MAX_TOKEN_BODY, parse_token_response
 NOW = 1_700_000_000.0
 STATE = "Yx3p_Q8-vLr2mT0kWc9hZa"
 APP = OAuth2App("client-0123456789", "client-secret-value", "https://app.example/callback")
+ODD_APP = OAuth2App("client+0123/x", "s3cr+t/value=x", "https://app.example/callback")
 KEY = ApiKey("key-0123456789", "apikey-secret-value")
 GOOD = TokenSet("access-1", "refresh-1", NOW + 100, NOW + 1000, NOW).to_dict()
 
@@ -240,6 +241,14 @@ def exchange_send_failed(pkce: bool) -> list[Action]:
 def exchange_answered(pkce: bool, status: int, body: bytes) -> list[Action]:
     m, send = exchange(pkce)
     return answer(m, send, status, [], body)
+
+
+def refused_in_both_forms() -> list[Action]:
+    m = Machine(Account.parse("acme"), ODD_APP, tokens(NOW + 10))
+    start(m)
+    (send,) = sends(m.handle(TokensLoaded(now=NOW, tokens=m.tokens)))
+    (again,) = sends(answer(m, send, 401, [], b'{"error": "invalid_client"}'))
+    return answer(m, again, 401, [], b'{"error": "invalid_client"}')
 
 
 def token_response(body: object, status: int = 200, previous: TokenSet | None = None) -> TokenSet:
@@ -1161,6 +1170,34 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "the server answered OAuth error 'invalid_grant' ('code <hidden> used') with HTTP 400: log in again (a new OAuth2 authorization)",
         {"retryable": False, "status": 400},
     ),
+    "refresh-invalid-client-both-forms": (
+        refused_in_both_forms,
+        ClientCredentialsRejected,
+        "the token URL refused the OAuth2 client id and secret in both forms tried (RFC 6749 form-encoded and raw): the server answered 'invalid_client' with HTTP 401; check the client id and secret under Manage > Developer in Checkfront and pass the right ones in OAuth2App; the tokens are kept",
+        {"retryable": False, "status": 401},
+    ),
+    "refresh-invalid-client-no-description": (
+        lambda: refresh_answered(400, [], b'{"error": "invalid_client"}'),
+        ClientCredentialsRejected,
+        "the token URL refused the OAuth2 client id and secret: the server answered 'invalid_client' with HTTP 400; check the client id and secret under Manage > Developer in Checkfront and pass the right ones in OAuth2App; the tokens are kept",
+        {"retryable": False, "status": 400},
+    ),
+    "exchange-invalid-client": (
+        lambda: exchange_answered(
+            True, 401, b'{"error": "invalid_client", "error_description": "who?"}'
+        ),
+        ClientCredentialsRejected,
+        "the token URL refused the OAuth2 client id and secret: the server answered 'invalid_client' ('who?') with HTTP 401; check the client id and secret under Manage > Developer in Checkfront and pass the right ones in OAuth2App, then log in",
+        {"retryable": False, "status": 401},
+    ),
+    "login-verifier-too-long": (
+        lambda: machine("oauth").handle(
+            AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * 129)
+        ),
+        InvalidInput,
+        "code_verifier: PKCE is on; pass 43 to 128 URL-safe characters (secrets.token_urlsafe(64)), or turn PKCE off with Config(pkce=False)",
+        {"retryable": False},
+    ),
 }
 
 
@@ -1196,3 +1233,11 @@ def test_an_error_field_that_is_no_error_code_leaves_the_response_to_the_other_c
 )
 def test_a_scope_that_is_not_text_is_dropped(scope: object, kept: str | None) -> None:
     assert token_response({**VALID, "scope": scope}).scope == kept
+
+
+@pytest.mark.parametrize("length", [43, 128])
+def test_a_verifier_of_43_to_128_characters_is_taken(length: int) -> None:
+    (authorize,) = machine("oauth").handle(
+        AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * length)
+    )
+    assert "code_challenge=" in getattr(authorize, "url", "")
