@@ -233,9 +233,12 @@ def exchange(pkce: bool) -> tuple[Machine, Send]:
     return m, send
 
 
-def exchange_send_failed(pkce: bool) -> list[Action]:
+def exchange_send_failed(pkce: bool, after: float = 0) -> list[Action]:
+    """The exchange's request failed ``after`` seconds after the redirect."""
     m, send = exchange(pkce)
-    return m.handle(SendFailed(now=NOW, request_id=send.request_id, reason="reset the-code"))
+    return m.handle(
+        SendFailed(now=NOW + after, request_id=send.request_id, reason="reset the-code")
+    )
 
 
 def exchange_answered(pkce: bool, status: int, body: bytes) -> list[Action]:
@@ -1196,6 +1199,18 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         ),
         InvalidInput,
         "code_verifier: PKCE is on; pass 43 to 128 URL-safe characters (secrets.token_urlsafe(64)), or turn PKCE off with Config(pkce=False)",
+        {"retryable": False},
+    ),
+    "exchange-send-failed-at-the-deadline": (
+        lambda: exchange_send_failed(True, after=60),
+        NetworkError,
+        "the token request could not be completed: reset <hidden>",
+        {"retryable": True},
+    ),
+    "exchange-send-failed-after-the-deadline": (
+        lambda: exchange_send_failed(True, after=61),
+        CodeExpired,
+        "the authorization code could not be exchanged within 60 s of the redirect: log in again",
         {"retryable": False},
     ),
 }
