@@ -254,6 +254,17 @@ def refused_in_both_forms() -> list[Action]:
     return answer(m, again, 401, [], b'{"error": "invalid_client"}')
 
 
+def call_waiting_on_a_failed_exchange() -> list[Action]:
+    """The Fail of a call that waited for a first login's exchange, which failed."""
+    m, send = exchange(True)
+    assert not sends(start(m))  # no tokens yet: the call waits for the exchange
+    actions = m.handle(SendFailed(now=NOW, request_id=send.request_id, reason="reset"))
+    fails = [a for a in actions if isinstance(a, Fail)]
+    (failed,) = [a for a in actions if isinstance(a, AuthorizationFailed)]
+    assert [f.error.cause for f in fails] == [failed.error]  # type: ignore[attr-defined]
+    return fails
+
+
 def token_response(body: object, status: int = 200, previous: TokenSet | None = None) -> TokenSet:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return parse_token_response(status, raw, now=NOW, previous=previous, secrets=("refresh-1",))
@@ -1211,6 +1222,12 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         lambda: exchange_send_failed(True, after=61),
         CodeExpired,
         "the authorization code could not be exchanged within 60 s of the redirect: log in again",
+        {"retryable": False},
+    ),
+    "call-waiting-on-a-failed-exchange": (
+        call_waiting_on_a_failed_exchange,
+        ReauthorizationRequired,
+        "the login failed (the token request could not be completed: reset): log in again",
         {"retryable": False},
     ),
 }
