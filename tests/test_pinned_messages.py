@@ -259,9 +259,9 @@ def call_waiting_on_a_failed_exchange() -> list[Action]:
     m, send = exchange(True)
     assert not sends(start(m))  # no tokens yet: the call waits for the exchange
     actions = m.handle(SendFailed(now=NOW, request_id=send.request_id, reason="reset"))
-    fails = [a for a in actions if isinstance(a, Fail)]
+    fails: list[Action] = [a for a in actions if isinstance(a, Fail)]
     (failed,) = [a for a in actions if isinstance(a, AuthorizationFailed)]
-    assert [f.error.cause for f in fails] == [failed.error]  # type: ignore[attr-defined]
+    assert [getattr(getattr(f, "error", None), "cause", None) for f in fails] == [failed.error]
     return fails
 
 
