@@ -766,6 +766,7 @@ _FORM_TYPE = "application/x-www-form-urlencoded"
         (-14_000, 300, 14 * 86400, "expiring"),  # within the 300 s leeway
         (-10, 10, 14 * 86400, "expiring"),  # a 20 s token: the leeway is capped at 10 s
         (-9, 11, 14 * 86400, None),
+        (-9, 11, 86395, "keep-alive"),  # not yet within the capped leeway: keep-alive is why
         (-14 * 86400 + 86400, 14_000, 86400, "keep-alive"),  # a day of refresh life left
         (-14 * 86400 + 86399, 14_000, 86401, None),
         (-1, 14_000, 86400, "keep-alive"),  # refreshed just before the window opened
