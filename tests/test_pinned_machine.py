@@ -31,6 +31,7 @@ from cfauth_core import (
     CallCancelled,
     CallRequested,
     CfauthError,
+    ClockTick,
     Config,
     Deliver,
     Fail,
@@ -886,3 +887,47 @@ def test_a_new_login_needs_a_refresh_token_of_its_own() -> None:
     (failed,) = of(actions, AuthorizationFailed)
     assert "no usable refresh_token" in str(failed.error)
     assert m.tokens == tokens()  # the grant it held is kept
+
+
+@pytest.mark.parametrize(
+    ("updated", "expires", "refresh_expires", "due"),
+    [
+        (-10, 14_000, 86400 - 10, None),  # refreshed the moment the window opened
+        (-11, 14_000, 86400 - 10, "keep-alive"),  # a second before it opened
+        (-14_000, 299, 14 * 86400, "expiring"),
+        (-14_000, 301, 14 * 86400, None),
+    ],
+)
+def test_a_clock_tick_starts_a_refresh_when_one_is_due(
+    updated: float, expires: float, refresh_expires: float, due: str | None
+) -> None:
+    pair = TokenSet(ACCESS, REFRESH, NOW + expires, NOW + refresh_expires, NOW + updated)
+    m = machine("oauth", pair=pair)
+    actions = m.handle(ClockTick(now=NOW))
+    if due is None:
+        assert actions == []
+    else:
+        (lease,) = actions
+        assert isinstance(lease, AcquireLease)
+        assert lease.reason == due
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_303_back_to_the_same_url_is_a_loop_only_for_the_same_method(method: str) -> None:
+    m = machine("apikey")
+    data = {"a": "1"} if method == "POST" else None
+    headers = [("Idempotency-Key", "k-1")] if data else []
+    actions = m.handle(
+        CallRequested(now=NOW, method=method, path="booking/index", data=data, headers=headers)
+    )
+    call_id = call_id_of(actions)
+    (send,) = of(actions, Send)
+    url = send.request.url
+    actions = reply(m, send, 303, [("Location", url)])
+    if method == "POST":  # POST, then GET of the same URL: not a loop
+        (send,) = of(actions, Send)
+        assert (send.request.method, send.request.url) == ("GET", url)
+        actions = reply(m, send, 303, [("Location", url)])
+    fail = ended_once(actions, call_id)
+    assert isinstance(fail, Fail)
+    assert "loops back to a URL already requested (GET)" in str(fail.error)
