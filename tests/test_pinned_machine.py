@@ -511,17 +511,18 @@ ODD_KEY = ApiKey("key-0123456789", "Zq9Xw7Kp3Rt5Lm2Vb8")
 ODD_REFRESH = "Yh4Gf6Ds1Aq0Wn3Ej5"
 
 
-@pytest.mark.parametrize("kind", ["apikey", "oauth"])
+@pytest.mark.parametrize("kind", ["apikey", "apikey-to-oauth", "oauth"])
 @pytest.mark.parametrize("offset", range(180, 206, 3))
 def test_a_secret_across_the_cut_of_a_long_location_is_not_half_shown(
     kind: str, offset: int
 ) -> None:
-    if kind == "apikey":
+    if kind.startswith("apikey"):
         secret = ODD_KEY.secret
         m = Machine(Account.parse("acme"), ODD_KEY)
         _, (send,) = call(m)
         assert isinstance(send, Send)
-        base = "https://evil.example/"
+        # Refused as untrusted, or as API credentials bound for the OAuth endpoints.
+        base = "https://evil.example/" if kind == "apikey" else ACME + "/oauth/"
     else:
         secret = ODD_REFRESH  # known to the machine while the refresh is in flight
         pair = TokenSet(ACCESS, ODD_REFRESH, NOW + 10, NOW + 14 * 86400, NOW - 14_000)
