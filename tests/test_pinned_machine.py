@@ -825,29 +825,33 @@ def test_cancelling_a_call_in_flight_leaves_the_other_calls_alone(kind: str, can
 QUOTED_SECRET = "\\'\\'"
 
 
-@pytest.mark.parametrize("request_kind", ["call", "refresh"])
+@pytest.mark.parametrize("request_kind", ["call", "call-untrusted", "refresh"])
 def test_a_refused_location_is_quoted_whole_after_its_secrets_are_hidden(
     request_kind: str,
 ) -> None:
-    pair = TokenSet(QUOTED_SECRET, QUOTED_SECRET, NOW + 10, NOW + 14 * 86400, NOW - 14_000)
-    m = machine("oauth", pair=pair if request_kind == "refresh" else None)
     if request_kind == "refresh":
+        pair = TokenSet(QUOTED_SECRET, QUOTED_SECRET, NOW + 10, NOW + 14 * 86400, NOW - 14_000)
+        m = machine("oauth", pair=pair)
         send = refresh_send(m)
     else:
-        m = machine(
-            "oauth", pair=TokenSet(QUOTED_SECRET, REFRESH, NOW + 14_000, NOW + 86400 * 14, NOW)
-        )
+        pair = TokenSet(QUOTED_SECRET, REFRESH, NOW + 14_000, NOW + 86400 * 14, NOW)
+        m = machine("oauth", pair=pair)
         _, (only_send,) = call(m)
         assert isinstance(only_send, Send)
         send = only_send
-    location = ACME + "/oauth/other/" + "'" * 120 + '"'
+    base = "https://evil.example/" if request_kind == "call-untrusted" else ACME + "/oauth/other/"
+    location = base + "'" * 150 + '"'
     actions = reply(m, send, 302, [("Location", location)])
     errors = [a.error for a in actions if isinstance(a, (Fail, RefreshAborted))]
     assert errors, actions
+    # The quoted Location is cut at 200 characters, then each secret in it is hidden.
+    hidden = (200 - len(base)) // 4
     for error in errors:
-        # The quoted Location is cut at 200 characters: 40 secrets, each hidden, all shown.
-        assert str(error).count("<hidden>") == 40
+        assert str(error).count("<hidden>") == hidden
         assert QUOTED_SECRET not in str(error)
+        if isinstance(error, UntrustedRedirect):
+            assert error.location.count("<hidden>") == hidden
+            assert error.location.endswith("...")
 
 
 # -- the other client authentication form, once, after invalid_client ---------------------
