@@ -511,18 +511,24 @@ ODD_KEY = ApiKey("key-0123456789", "Zq9Xw7Kp3Rt5Lm2Vb8")
 ODD_REFRESH = "Yh4Gf6Ds1Aq0Wn3Ej5"
 
 
-@pytest.mark.parametrize("kind", ["apikey", "apikey-to-oauth", "oauth"])
+@pytest.mark.parametrize("kind", ["apikey", "apikey-to-oauth", "apikey-over-limit", "oauth"])
 @pytest.mark.parametrize("offset", range(180, 206, 3))
 def test_a_secret_across_the_cut_of_a_long_location_is_not_half_shown(
     kind: str, offset: int
 ) -> None:
     if kind.startswith("apikey"):
         secret = ODD_KEY.secret
-        m = Machine(Account.parse("acme"), ODD_KEY)
+        config = Config(max_redirects=0 if kind == "apikey-over-limit" else 5)
+        m = Machine(Account.parse("acme"), ODD_KEY, config=config)
         _, (send,) = call(m)
         assert isinstance(send, Send)
-        # Refused as untrusted, or as API credentials bound for the OAuth endpoints.
-        base = "https://evil.example/" if kind == "apikey" else ACME + "/oauth/"
+        # Refused as untrusted, as API credentials bound for the OAuth endpoints,
+        # or as one redirect too many (to a trusted place).
+        base = {
+            "apikey": "https://evil.example/",
+            "apikey-to-oauth": ACME + "/oauth/",
+            "apikey-over-limit": ACME + "/api/3.0/",
+        }[kind]
     else:
         secret = ODD_REFRESH  # known to the machine while the refresh is in flight
         pair = TokenSet(ACCESS, ODD_REFRESH, NOW + 10, NOW + 14 * 86400, NOW - 14_000)
@@ -825,7 +831,7 @@ def test_cancelling_a_call_in_flight_leaves_the_other_calls_alone(kind: str, can
 QUOTED_SECRET = "\\'\\'"
 
 
-@pytest.mark.parametrize("request_kind", ["call", "call-untrusted", "refresh"])
+@pytest.mark.parametrize("request_kind", ["call", "call-untrusted", "call-over-limit", "refresh"])
 def test_a_refused_location_is_quoted_whole_after_its_secrets_are_hidden(
     request_kind: str,
 ) -> None:
@@ -835,11 +841,14 @@ def test_a_refused_location_is_quoted_whole_after_its_secrets_are_hidden(
         send = refresh_send(m)
     else:
         pair = TokenSet(QUOTED_SECRET, REFRESH, NOW + 14_000, NOW + 86400 * 14, NOW)
-        m = machine("oauth", pair=pair)
+        limit = 0 if request_kind == "call-over-limit" else 5
+        m = machine("oauth", Config(max_redirects=limit), pair=pair)
         _, (only_send,) = call(m)
         assert isinstance(only_send, Send)
         send = only_send
-    base = "https://evil.example/" if request_kind == "call-untrusted" else ACME + "/oauth/other/"
+    base = {"call-untrusted": "https://evil.example/", "call-over-limit": ACME + "/api/3.0/"}.get(
+        request_kind, ACME + "/oauth/other/"
+    )
     location = base + "'" * 150 + '"'
     actions = reply(m, send, 302, [("Location", location)])
     errors = [a.error for a in actions if isinstance(a, (Fail, RefreshAborted))]
