@@ -61,6 +61,7 @@ from cfauth_core import (
     UntrustedRedirect,
     call_id_of,
 )
+from cfauth_core._state import State, Trigger, next_state
 from cfauth_core._tokens import MAX_TOKEN_BODY, parse_token_response
 
 NOW = 1_700_000_000.0
@@ -1230,6 +1231,30 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "the login failed (the token request could not be completed: reset): log in again",
         {"retryable": False},
     ),
+    "redirect-location-of-200-quoted": (
+        lambda: call_answered(302, [("Location", "https://evil.example/" + "a" * 179)]),
+        UntrustedRedirect,
+        "redirect to 'https://evil.example/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' refused: evil.example is not this account's origin or a trusted migration target; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
+        {
+            "retryable": False,
+            "location": "https://evil.example/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        },
+    ),
+    "redirect-location-of-201-quoted": (
+        lambda: call_answered(302, [("Location", "https://evil.example/" + "a" * 180)]),
+        UntrustedRedirect,
+        "redirect to 'https://evil.example/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' refused: evil.example is not this account's origin or a trusted migration target; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
+        {
+            "retryable": False,
+            "location": "https://evil.example/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...",
+        },
+    ),
+    "no-transition": (
+        lambda: next_state(State.UNAUTHORIZED, Trigger.CODE_RECEIVED),
+        LocalProtocolError,
+        "no transition from unauthorized on code received; this is a bug in cfauth, please report it",
+        {"retryable": False},
+    ),
 }
 
 
@@ -1273,3 +1298,32 @@ def test_a_verifier_of_43_to_128_characters_is_taken(length: int) -> None:
         AuthorizationRequested(now=NOW, state=STATE, code_verifier="v" * length)
     )
     assert "code_challenge=" in getattr(authorize, "url", "")
+
+
+EVENTS_WITH_NOW = [
+    lambda now: ClockTick(now=now),
+    lambda now: LogoutRequested(now=now),
+    lambda now: LeaseFailed(now=now),
+    lambda now: TokensLoaded(now=now, tokens=None),
+    lambda now: SendFailed(now=now, request_id=1),
+    lambda now: CallRequested(now=now, method="GET", path="x"),
+]
+
+
+@pytest.mark.parametrize("make", EVENTS_WITH_NOW)
+@pytest.mark.parametrize("now", [0, 0.0, 1_700_000_000, 1_700_000_000.5])
+def test_now_is_any_non_negative_int_or_float(
+    make: Callable[[object], object], now: object
+) -> None:
+    event: Any = make(now)
+    assert event.now == now
+
+
+@pytest.mark.parametrize("make", EVENTS_WITH_NOW)
+@pytest.mark.parametrize("now", [-1, -0.5, float("inf"), float("nan"), True, "1", None])
+def test_now_that_is_no_wall_clock_time_is_refused(
+    make: Callable[[object], object], now: object
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        make(now)
+    assert str(caught.value) == "now: pass the wall-clock time in seconds (time.time())"

@@ -115,11 +115,17 @@ def test_hide_examples(text: str, secrets_: list[str], shown: str) -> None:
         ("aaaaaaaa", 5, "aaaaa..."),  # no space to cut at
         (" aaaaaa", 5, " aaaa..."),  # only a leading space: not a word boundary
         ("aa  bbbb", 5, "aa..."),
+        ("a bbbbbb", 5, "a..."),  # a space at index 1 still ends a word
         ("a\x00b\x1bc", 10, "a b c"),
     ],
 )
 def test_a_long_text_is_cut_after_a_whole_word(text: str, limit: int, shown: str) -> None:
     assert scrub(text, [], limit) == shown
+
+
+def test_scrub_bounds_text_at_300_characters_by_default() -> None:
+    assert scrub("x" * 300, []) == "x" * 300
+    assert scrub("x" * 301, []) == "x" * 300 + "..."
 
 
 def test_machine_scrub_uses_its_secrets_and_the_limit_given() -> None:
