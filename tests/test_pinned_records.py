@@ -199,3 +199,12 @@ def test_credential_reprs_show_the_start_of_the_identifier_only(key: str, hint: 
         f"OAuth2App(client_id={hint!r}, client_secret=<hidden>, "
         "redirect_uri='https://app.example/cb')"
     )
+
+
+def test_machine_repr_names_origin_credential_kind_state_and_calls() -> None:
+    from cfauth_core import Account, CallRequested, Machine
+
+    m = Machine(Account.parse("acme"), ApiKey("key-0123456789", "apikey-secret-value"))
+    assert repr(m) == "<Machine https://acme.checkfront.com ApiKey state=ready calls=0>"
+    m.handle(CallRequested(now=1_700_000_000.0, method="GET", path="x", params={"a": "1"}))
+    assert repr(m) == "<Machine https://acme.checkfront.com ApiKey state=ready calls=1>"
