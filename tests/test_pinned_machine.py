@@ -945,3 +945,18 @@ def test_a_303_back_to_the_same_url_is_a_loop_only_for_the_same_method(method: s
     fail = ended_once(actions, call_id)
     assert isinstance(fail, Fail)
     assert "loops back to a URL already requested (GET)" in str(fail.error)
+
+
+@pytest.mark.parametrize("status", [300, 404, 409, 500, 502])
+@pytest.mark.parametrize("params", [None, {"a": "1"}])
+def test_only_the_special_statuses_are_read_for_a_token_refusal(
+    status: int, params: dict[str, str] | None
+) -> None:
+    m = machine("oauth")
+    actions = m.handle(CallRequested(now=NOW, method="GET", path="booking/index", params=params))
+    call_id = call_id_of(actions)
+    (send,) = of(actions, Send)
+    challenge = [("WWW-Authenticate", 'Bearer error="invalid_token"')]
+    deliver = ended_once(reply(m, send, status, challenge, b'{"error": "invalid_token"}'), call_id)
+    assert isinstance(deliver, Deliver)
+    assert deliver.status == status

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import pickle
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cfauth_core import ApiKey, OAuth2App, Request
+from cfauth_core import ApiKey, Fail, OAuth2App, Request, Send
 from cfauth_core._record import Record, _new, _rebuild
 
 
@@ -208,3 +208,69 @@ def test_machine_repr_names_origin_credential_kind_state_and_calls() -> None:
     assert repr(m) == "<Machine https://acme.checkfront.com ApiKey state=ready calls=0>"
     m.handle(CallRequested(now=1_700_000_000.0, method="GET", path="x", params={"a": "1"}))
     assert repr(m) == "<Machine https://acme.checkfront.com ApiKey state=ready calls=1>"
+
+
+# -- errors leave the core without frames -------------------------------------------------
+
+
+def raised(error: Exception) -> Exception:
+    try:
+        raise error
+    except Exception as caught:
+        return caught
+
+
+@pytest.mark.parametrize("order", ["cause-first", "context-first"])
+def test_detach_clears_every_traceback_in_the_error_graph_once(order: str) -> None:
+    from cfauth_core import RefreshFailed, RemoteProtocolError
+    from cfauth_core._errors import detach
+
+    deepest = raised(ValueError("deepest"))
+    shared = raised(RemoteProtocolError("shared"))
+    shared.__cause__ = deepest
+    top = raised(RefreshFailed("top", cause=cast(RemoteProtocolError, shared)))
+    if order == "cause-first":
+        top.__context__ = shared
+    else:
+        top.__cause__ = shared
+    shared.__context__ = top  # a cycle: each error is visited once
+    hidden = raised(KeyError("suppressed"))
+    deepest.__context__ = hidden
+    deepest.__suppress_context__ = True
+    assert all(e.__traceback__ is not None for e in (top, shared, deepest, hidden))
+    assert detach(cast(RefreshFailed, top)) is top
+    assert [e.__traceback__ for e in (top, shared, deepest)] == [None, None, None]
+    assert deepest.__context__ is None  # suppressed: dropped, not only cleared
+    assert shared.__context__ is None  # it has a __cause__: its context was suppressed
+
+
+def test_a_fail_carries_its_error_and_cause_without_frames() -> None:
+    from cfauth_core import (
+        Account,
+        CallRequested,
+        Machine,
+        OAuth2App,
+        RefreshAborted,
+        ResponseReceived,
+        TokenSet,
+        TokensLoaded,
+    )
+
+    now = 1_700_000_000.0
+    app = OAuth2App("client-0123456789", "client-secret-value", "https://app.example/cb")
+    pair = TokenSet("access-1", "refresh-1", now + 10, now + 14 * 86400, now - 14_000)
+    m = Machine(Account.parse("acme"), app, pair)
+    m.handle(CallRequested(now=now, method="GET", path="x"))
+    (send,) = m.handle(TokensLoaded(now=now, tokens=pair))
+    assert isinstance(send, Send)
+    actions = m.handle(
+        ResponseReceived(now=now, request_id=send.request_id, status=200, headers=[], body=b"<")
+    )
+    errors = [a.error for a in actions if isinstance(a, (Fail, RefreshAborted))]
+    assert errors
+    for error in errors:
+        assert error.__traceback__ is None
+        cause = getattr(error, "cause", None)
+        assert cause is not None
+        assert cause.__traceback__ is None
+        assert cause.__context__ is None  # the JSON error it was raised over is dropped
