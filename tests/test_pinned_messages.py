@@ -1327,3 +1327,10 @@ def test_now_that_is_no_wall_clock_time_is_refused(
     with pytest.raises(InvalidInput) as caught:
         make(now)
     assert str(caught.value) == "now: pass the wall-clock time in seconds (time.time())"
+
+
+@pytest.mark.parametrize("field", ["access_token", "refresh_token"])
+def test_a_token_of_8192_characters_is_the_longest_taken(field: str) -> None:
+    assert getattr(token_response({**VALID, field: "t" * 8192}), field) == "t" * 8192
+    with pytest.raises(RemoteProtocolError, match=f"no usable {field}"):
+        token_response({**VALID, field: "t" * 8193})
