@@ -244,6 +244,31 @@ def test_detach_clears_every_traceback_in_the_error_graph_once(order: str) -> No
     assert shared.__context__ is None  # it has a __cause__: its context was suppressed
 
 
+def test_detach_goes_on_after_meeting_an_error_twice() -> None:
+    from cfauth_core import RefreshFailed
+    from cfauth_core._errors import detach
+
+    first = raised(ValueError("first"))
+    twice = raised(KeyError("twice"))
+    middle = raised(RefreshFailed("middle", cause=cast(Any, twice)))
+    middle.__cause__ = twice  # the same error by two links
+    top = raised(RefreshFailed("top", cause=cast(Any, middle)))
+    top.__cause__ = first
+    detach(cast(RefreshFailed, top))
+    assert [e.__traceback__ for e in (top, middle, twice, first)] == [None] * 4
+
+
+def test_detach_ends_on_a_cycle_of_contexts() -> None:
+    from cfauth_core import RemoteProtocolError
+    from cfauth_core._errors import detach
+
+    a = raised(RemoteProtocolError("a"))
+    b = raised(ValueError("b"))
+    a.__context__, b.__context__ = b, a
+    assert detach(cast(RemoteProtocolError, a)) is a
+    assert (a.__traceback__, b.__traceback__) == (None, None)
+
+
 def test_a_fail_carries_its_error_and_cause_without_frames() -> None:
     from cfauth_core import (
         Account,

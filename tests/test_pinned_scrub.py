@@ -158,8 +158,7 @@ def assert_hidden(m: Machine, secrets_: list[str]) -> None:
     for secret in secrets_:
         for form in secret_forms(secret):
             shown = m.scrub(f"x{form}y {form}")
-            assert form not in shown, (secret, form, shown)
-            assert shown.count("<hidden>") == 2
+            assert shown == "x<hidden>y <hidden>", (secret, form, shown)
 
 
 def test_an_api_key_machine_hides_its_secret_and_its_basic_value() -> None:
