@@ -35,8 +35,8 @@ def expected_forms(secret: str) -> set[str]:
     escaped = repr(secret + "'\"")[1:-4]
     forms = {
         secret,
-        quote_plus(secret, safe=""),
-        quote(secret, safe=""),
+        quote_plus(secret, safe="", errors="surrogatepass"),
+        quote(secret, safe="", errors="surrogatepass"),
         escaped,
         escaped.replace("\\'", "'"),
     }
@@ -45,7 +45,7 @@ def expected_forms(secret: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "secret", ["abcd", "s3 cr+t/v=\u00e9'\"x", "a\\b'c", "100%", "%41%4a", "x" * 40]
+    "secret", ["abcd", "s3 cr+t/v=\u00e9'\"x", "a\\b'c", "100%", "%41%4a", "x" * 40, "ab\udc80cd"]
 )
 def test_a_secret_is_hidden_in_every_form_it_is_written(secret: str) -> None:
     assert set(secret_forms(secret)) == expected_forms(secret)
