@@ -465,15 +465,16 @@ class _Driver(DriverCore):
             # The caller's own request (its URL as written, its body).
             request.headers["Authorization"] = authorization
             return request
+        url = httpx.URL(core.url)
         headers = request.headers.copy()
         headers["Authorization"] = authorization
-        headers.pop("Host", None)
+        headers["Host"] = url.netloc.decode("ascii")
         if core.method != request.method:  # a 303: GET, no body
             stream = httpx.ByteStream(b"")
             for name in ("Content-Length", "Transfer-Encoding", "Content-Type"):
                 headers.pop(name, None)
         return httpx.Request(
-            core.method, core.url, headers=headers, stream=stream, extensions=request.extensions
+            core.method, url, headers=headers, stream=stream, extensions=request.extensions
         )
 
     def _send(
@@ -587,6 +588,7 @@ class CheckfrontAuth(httpx.Auth, BaseClient):
 
     requires_request_body = False
     requires_response_body = False
+    driver: _Driver
 
     def __init__(
         self,
