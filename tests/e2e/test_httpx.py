@@ -37,13 +37,14 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def pair(kind: str, sandbox: Sandbox, **options: bool) -> HttpxHarness:
+def pair(kind: str, sandbox: Sandbox, *, follow_redirects: bool = False) -> HttpxHarness:
     account = sandbox.account("acme")
-    return HttpxHarness(kind, sandbox, ApiKey(account.api_key, account.api_secret), **options)
+    credential = ApiKey(account.api_key, account.api_secret)
+    return HttpxHarness(kind, sandbox, credential, follow_redirects=follow_redirects)
 
 
-def logged_in(kind: str, sandbox: Sandbox, **options: bool) -> HttpxHarness:
-    client = HttpxHarness(kind, sandbox, app_of(sandbox), **options)
+def logged_in(kind: str, sandbox: Sandbox, *, follow_redirects: bool = False) -> HttpxHarness:
+    client = HttpxHarness(kind, sandbox, app_of(sandbox), follow_redirects=follow_redirects)
     client.login()
     return client
 
