@@ -1,0 +1,161 @@
+"""cfauth.httpx when things go wrong: a refresh whose request fails or is
+cancelled must not leave other threads or tasks waiting; a token request's
+body never follows a redirect httpx takes; the flow runs the machine with no
+I/O of its own (stepped by hand)."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import httpx
+import pytest
+
+from cfauth.httpx import CheckfrontAuth
+from cfauth.sandbox import Sandbox
+from cfauth_core import ApiKey, CfauthError, UntrustedRedirect
+
+from .harness import app_of
+from .httpx_harness import BASE, HttpxHarness, async_transport, transport
+
+
+def expired(sandbox: Sandbox, kind: str) -> HttpxHarness:
+    """A harness of ``kind`` holding a logged-in grant whose access token just expired."""
+    login = HttpxHarness("sync", sandbox, app_of(sandbox))
+    login.login()
+    login.close()
+    sandbox.clock.advance(14_001)
+    sandbox.clear_requests()
+    return HttpxHarness(kind, sandbox, app_of(sandbox), store=login.store)
+
+
+class FailFirstTokenRequest(httpx.BaseTransport):
+    """The real transport, except that the first token request fails to connect."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token/" and not self.failed:
+            self.failed = True
+            raise httpx.ConnectError("connection refused", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_refresh_whose_request_fails_frees_every_waiting_thread(sandbox: Sandbox) -> None:
+    harness = expired(sandbox, "sync")
+    faulty = FailFirstTokenRequest(transport(harness.context, harness.resolve, 8))
+    client = httpx.Client(base_url=BASE, auth=harness.auth, transport=faulty)
+    barrier = threading.Barrier(8)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            result: object = client.get("item").status_code
+        except (httpx.ConnectError, CfauthError) as error:
+            result = type(error)
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)  # nobody left waiting
+    assert faulty.failed
+    assert len(outcomes) == 8
+    assert httpx.ConnectError in outcomes  # the refresher saw its own failure
+    # the lease was released: the next call refreshes and succeeds
+    assert client.get("item").status_code == 200
+    assert sandbox.token_requests("refresh_token")[-1].status == 200
+    client.close()
+    harness.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_cancelled_refresher_frees_every_waiting_task(sandbox: Sandbox, backend: str) -> None:
+    harness = expired(sandbox, backend)
+    inner = async_transport(harness.context, harness.resolve, 10)
+    results: list[object] = []
+
+    async def scoped() -> None:
+        stuck = anyio.Event()
+
+        class Stall(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                if request.url.path == "/oauth/token/" and not stuck.is_set():
+                    stuck.set()
+                    await anyio.sleep_forever()
+                return await inner.handle_async_request(request)
+
+        async with httpx.AsyncClient(base_url=BASE, auth=harness.auth, transport=Stall()) as client:
+
+            async def call() -> None:
+                try:
+                    results.append((await client.get("item")).status_code)
+                except CfauthError as error:
+                    results.append(type(error))
+
+            async def refresher(scope: anyio.CancelScope) -> None:
+                with scope:
+                    await call()
+
+            scope = anyio.CancelScope()
+            async with anyio.create_task_group() as group:
+                group.start_soon(refresher, scope)
+                await stuck.wait()
+                for _ in range(5):
+                    group.start_soon(call)
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+            assert (await client.get("item")).status_code == 200
+        await inner.aclose()
+
+    anyio.run(scoped, backend=backend)
+    # the cancelled refresher recorded nothing; the 5 waiters all ended
+    assert len(results) == 5
+    assert all(result == 200 or isinstance(result, type) for result in results)
+    assert sandbox.token_requests("refresh_token")[-1].status == 200
+
+
+def test_a_token_request_body_never_follows_a_redirect_httpx_takes(sandbox: Sandbox) -> None:
+    """follow_redirects=True: a 307 from the token URL to another host would
+    make httpx send the refresh token there; the body refuses to be read twice."""
+    harness = expired(sandbox, "sync")
+    sandbox.redirect_next(1, "https://evil.example/token", 307, path_prefix="/oauth/token/")
+    client = httpx.Client(
+        base_url=BASE,
+        auth=harness.auth,
+        transport=transport(harness.context, harness.resolve),
+        follow_redirects=True,
+    )
+    with pytest.raises(UntrustedRedirect, match="follow_redirects=False"):
+        client.get("item")
+    assert all(not r.form_fields for r in sandbox.evil_requests())
+    client.close()
+    harness.close()
+
+
+def test_the_flow_steps_by_hand_with_no_io() -> None:
+    """The flow is a generator: step it with responses made by hand."""
+    auth = CheckfrontAuth("acme", ApiKey("key", "pair-secret"))
+    request = httpx.Request("GET", "https://acme.checkfront.com/api/3.0/item?x=1")
+    flow = auth.sync_auth_flow(request)
+    sent = next(flow)
+    assert sent is request
+    assert sent.headers["Authorization"] == ApiKey("key", "pair-secret").authorization
+    with pytest.raises(StopIteration):
+        flow.send(httpx.Response(200, request=sent))
+    other = httpx.Request("GET", "https://api.example.org/api/3.0/item")
+    flow = auth.sync_auth_flow(other)
+    assert "Authorization" not in next(flow).headers
+    plain_http = httpx.Request("GET", "http://acme.checkfront.com/api/3.0/item")
+    assert "Authorization" not in next(auth.sync_auth_flow(plain_http)).headers
+    assert "pair-secret" not in repr(auth)
