@@ -109,6 +109,7 @@ from cfauth_core import (
     Fail,
     InvalidInput,
     LogoutRequested,
+    ResponseReceived,
     Send,
     Store,
     TokenSet,
@@ -219,6 +220,7 @@ class _Call:
         "id",
         "last",
         "origin",
+        "preloaded",
         "redirects",
         "request",
         "seen",
@@ -235,6 +237,7 @@ class _Call:
         self.last: httpx.Response | None = None  # the response httpx will return
         self.chain: list[httpx.Response] = []  # hops httpx followed, not yet replayed
         self.redirects: list[httpx.Response] = []  # the call's redirect responses
+        self.preloaded: httpx.Response | None = None  # see _Driver._run_call
 
 
 def _origin(url: httpx.URL) -> str:
@@ -370,6 +373,37 @@ class _Driver(DriverCore):
         self, call: _Call, call_id: int, work: Work, leftovers: list[Action]
     ) -> Generator[IO, Any, Deliver | Fail]:
         try:
+            send = work[0] if len(work) == 1 else None
+            if type(send) is Send and send.call_id == call_id and not self._pending_saves:
+                # The common case, a ready call: its one Send, executed here
+                # without the general machinery (the same steps, inline).
+                request = call.request
+                assert request is not None
+                request.headers["Authorization"] = send.request.headers[0][1]
+                call.first_url = send.request.url
+                call.sent = True
+                response = self._received(call, (yield ("http", request)))
+                if response.status_code < 300 and response is call.last:
+                    work.popleft()
+                    if log.isEnabledFor(logging.DEBUG):  # as DriverCore.steps logs it
+                        log.debug(
+                            "%s %s (%s) -> %d",
+                            send.request.method,
+                            send.request.url,
+                            send.purpose,
+                            response.status_code,
+                        )
+                    event = ResponseReceived(
+                        now=self._clock(),
+                        request_id=send.request_id,
+                        status=response.status_code,
+                        headers=(),
+                        body=b"",
+                    )
+                    with self._lock:
+                        self._handle(event, call_id, work)
+                else:  # the general path judges it
+                    call.preloaded = response
             while True:
                 yield from self._execute(work, call)
                 outcome = self._outcomes.pop(call_id, None)
@@ -424,7 +458,10 @@ class _Driver(DriverCore):
                 kind = io[0]
                 if kind == "send":
                     assert isinstance(action, Send)
-                    outgoing = self._outgoing(action, call)  # may raise: nothing sent
+                    if call.preloaded is not None:
+                        outgoing = call.preloaded.request
+                    else:
+                        outgoing = self._outgoing(action, call)  # may raise: nothing sent
                     try:
                         result: Any = yield from self._send(action, outgoing, call)
                     except Exception as error:
@@ -482,8 +519,10 @@ class _Driver(DriverCore):
     ) -> Generator[IO, Any, Response]:
         while self._pending_saves:  # persisted before used
             yield ("wait", None)
-        response: httpx.Response | None = None
-        if call.chain:
+        response = call.preloaded  # the fast path's answer to this very Send
+        if response is not None:
+            call.preloaded = None
+        elif call.chain:
             # Hops httpx already followed (follow_redirects=True): take the
             # next one if it is exactly what the core asks for.
             hop = call.chain.pop(0)
@@ -499,13 +538,7 @@ class _Driver(DriverCore):
         if response is None:
             if send.call_id is not None:
                 call.sent = True
-            response = yield ("http", outgoing)
-            call.last = response
-            hops = response.history[call.seen :]
-            call.seen += 1
-            if hops:  # httpx followed redirects: replay them through the core
-                call.chain = [*hops[1:], response]
-                response = hops[0]
+            response = self._received(call, (yield ("http", outgoing)))
         status = response.status_code
         if send.call_id is not None:
             if status < 300:  # the core looks no further (the caller reads it)
@@ -514,6 +547,18 @@ class _Driver(DriverCore):
                 call.redirects.append(response)
         yield ("read", response)
         return Response(status, tuple(response.headers.multi_items()), response.content, "")
+
+    @staticmethod
+    def _received(call: _Call, response: httpx.Response) -> httpx.Response:
+        """Note what httpx answered; return the response the core must judge
+        (the first redirect when httpx followed some: the rest are replayed)."""
+        call.last = response
+        hops = response.history[call.seen :]
+        call.seen += 1
+        if hops:  # httpx followed redirects (follow_redirects=True)
+            call.chain = [*hops[1:], response]
+            return hops[0]
+        return response
 
     # -- login ----------------------------------------------------------------
 
