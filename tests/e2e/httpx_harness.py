@@ -1,9 +1,8 @@
 """httpx clients wired to loopback TLS servers, for the cfauth.httpx tests.
 
-httpx has no ``resolve`` override of its own: :class:`Resolving` and
-:class:`AsyncResolving` are httpcore network backends that connect to the
-mapped address, while SNI, the certificate check and ``Host`` keep the real
-name (httpcore passes the URL's host to ``start_tls``).  :class:`HttpxHarness`
+The transports come from ``cfauth.sandbox`` (``Sandbox.httpx_transport``):
+httpcore network backends that connect to the mapped address, while SNI, the
+certificate check and ``Host`` keep the real name.  :class:`HttpxHarness`
 drives one :class:`~cfauth.httpx.CheckfrontAuth` through an ``httpx.Client``
 (``sync``) or an ``httpx.AsyncClient`` under ``asyncio`` or ``trio``, with
 the sandbox's virtual clock.
@@ -12,16 +11,15 @@ the sandbox's virtual clock.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
-import httpcore
 import httpx
 
 from cfauth.cli import browse
 from cfauth.httpx import CheckfrontAuth
-from cfauth.sandbox import Sandbox
+from cfauth.sandbox import Sandbox, _httpx
 from cfauth_core import Credential, Machine, TokenSet
 
 from .harness import RecordingStore
@@ -31,76 +29,17 @@ BASE = "https://acme.checkfront.com/api/3.0/"
 T = TypeVar("T")
 
 
-def _target(resolve: Mapping[str, str], host: str, port: int) -> tuple[str, int]:
-    mapped = resolve.get(f"{host}:{port}")
-    if mapped is None:
-        return host, port
-    address, _, mapped_port = mapped.rpartition(":")
-    return address, int(mapped_port)
-
-
-class Resolving(httpcore.NetworkBackend):
-    """httpcore's blocking backend, connecting ``host:port`` to where ``resolve`` maps it."""
-
-    def __init__(self, resolve: Mapping[str, str]) -> None:
-        self._resolve = dict(resolve)
-        self._backend = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        address, mapped = _target(self._resolve, host, port)
-        return self._backend.connect_tcp(address, mapped, timeout, local_address, socket_options)
-
-
-class AsyncResolving(httpcore.AsyncNetworkBackend):
-    """httpcore's anyio backend (asyncio and trio), with the same mapping."""
-
-    def __init__(self, resolve: Mapping[str, str]) -> None:
-        self._resolve = dict(resolve)
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        address, mapped = _target(self._resolve, host, port)
-        return await self._backend.connect_tcp(
-            address, mapped, timeout, local_address, socket_options
-        )
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
 def transport(
     context: ssl.SSLContext, resolve: Mapping[str, str], limit: int = 10
 ) -> httpx.HTTPTransport:
     """An ``httpx.HTTPTransport`` whose connections go where ``resolve`` says."""
-    result = httpx.HTTPTransport(verify=context)
-    result._pool = httpcore.ConnectionPool(
-        ssl_context=context, network_backend=Resolving(resolve), max_connections=limit
-    )
-    return result
+    return _httpx.transport(context, resolve, limit)
 
 
 def async_transport(
     context: ssl.SSLContext, resolve: Mapping[str, str], limit: int = 10
 ) -> httpx.AsyncHTTPTransport:
-    result = httpx.AsyncHTTPTransport(verify=context)
-    result._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context, network_backend=AsyncResolving(resolve), max_connections=limit
-    )
-    return result
+    return _httpx.async_transport(context, resolve, limit)
 
 
 class HttpxHarness:
