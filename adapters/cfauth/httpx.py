@@ -272,6 +272,7 @@ class _Driver(DriverCore):
         self._waiters: dict[int, _Waiter] = {}
         self._save_waiters: list[_Waiter] = []
         self._pending_saves = 0
+        self.login_state: str | None = None  # the state of the login this auth started
         #: Origins the account moved away from: a request there is still a call
         #: (the core sends it to the current origin).
         self._former: set[str] = set()
@@ -564,7 +565,16 @@ class _Driver(DriverCore):
 
     def authorize(self, state: str, code_verifier: str | None) -> str:
         with self._lock:
-            return self._start_login(state, code_verifier)
+            url = self._start_login(state, code_verifier)
+            self.login_state = state
+            return url
+
+    def resume(self, state: str | None, code_verifier: str | None) -> None:
+        """Make the login ``state`` names the pending one: nothing to do when
+        this auth started it, else start it again with its values (another
+        process or instance started it)."""
+        if state is not None and state != self.login_state:
+            self.authorize(state, code_verifier)
 
     def complete(self, callback: str, redirected_at: float | None) -> Generator[IO, Any, None]:
         """The code exchange, as I/O requests (see :meth:`flow`)."""
@@ -766,8 +776,7 @@ class CheckfrontAuth(httpx.Auth, BaseClient):
         ``code_verifier`` that :meth:`authorization_url` returned when this
         auth is not the one that started the login (a web application's
         callback request)."""
-        if state is not None:
-            self.driver.authorize(state, code_verifier)
+        self.driver.resume(state, code_verifier)
         steps = self.driver.complete(callback_url, redirected_at)
         del callback_url
         run_steps(steps, lambda kind, argument: self._login_io(client, kind, argument))
@@ -782,8 +791,7 @@ class CheckfrontAuth(httpx.Auth, BaseClient):
         redirected_at: float | None = None,
     ) -> None:
         """:meth:`complete_authorization` for an ``httpx.AsyncClient``."""
-        if state is not None:
-            self.driver.authorize(state, code_verifier)
+        self.driver.resume(state, code_verifier)
         steps = self.driver.complete(callback_url, redirected_at)
         del callback_url
 
