@@ -13,9 +13,15 @@ import pytest
 
 from cfauth.httpx import CheckfrontAuth
 from cfauth.sandbox import Sandbox
-from cfauth_core import ApiKey, CfauthError, UntrustedRedirect
+from cfauth_core import (
+    ApiKey,
+    CfauthError,
+    ReauthorizationRequired,
+    TokenSet,
+    UntrustedRedirect,
+)
 
-from .harness import app_of
+from .harness import RecordingStore, app_of
 from .httpx_harness import BASE, HttpxHarness, async_transport, transport
 
 
@@ -159,3 +165,63 @@ def test_the_flow_steps_by_hand_with_no_io() -> None:
     plain_http = httpx.Request("GET", "http://acme.checkfront.com/api/3.0/item")
     assert "Authorization" not in next(auth.sync_auth_flow(plain_http)).headers
     assert "pair-secret" not in repr(auth)
+
+
+def test_the_desktop_login_and_logout_through_an_httpx_client(sandbox: Sandbox) -> None:
+    """login() is the other clients' (the loopback receiver, the same core);
+    the code exchange goes through the httpx client given."""
+    from cfauth.stores import MemoryStore
+    from tests.test_login_client import Browser, app_for
+
+    app = app_for(sandbox)
+    store = MemoryStore()
+    auth = CheckfrontAuth("acme", app, store=store)
+    with httpx.Client(base_url=BASE, auth=auth, transport=sandbox.httpx_transport()) as client:
+        browser = Browser(sandbox, forged_first=True)
+        assert auth.grant_status().logged_in is False
+        auth.login(client, open_browser=False, timeout=30, show=browser)
+        assert [status for status, _ in browser.answers] == [400, 404, 200]
+        assert auth.grant_status().logged_in
+        assert client.get("item").status_code == 200
+        assert sandbox.requests[-1].credential == "bearer"
+        auth.logout()
+        assert not auth.grant_status().logged_in
+        with pytest.raises(ReauthorizationRequired):
+            client.get("item")
+
+
+class ThreadRecordingStore(RecordingStore):
+    """Remembers which thread each lease and save ran on."""
+
+    def __init__(self, tokens: TokenSet | None = None) -> None:
+        super().__init__(tokens)
+        self.threads: list[tuple[str, int]] = []
+
+    def acquire_lease(self) -> None:
+        self.threads.append(("lease", threading.get_ident()))
+        super().acquire_lease()
+
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+        self.threads.append(("save", threading.get_ident()))
+        super().save(tokens, client_auth)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_store_io_runs_off_the_event_loop(sandbox: Sandbox, backend: str) -> None:
+    login = expired(sandbox, "sync")
+    login.close()
+    tokens = login.machine.tokens
+    store = ThreadRecordingStore(tokens)
+    auth = CheckfrontAuth("acme", app_of(sandbox), store=store, clock=sandbox.clock.now)
+    loop_thread: list[int] = []
+
+    async def main() -> int:
+        loop_thread.append(threading.get_ident())
+        transport = sandbox.httpx_async_transport()
+        async with httpx.AsyncClient(base_url=BASE, auth=auth, transport=transport) as client:
+            return (await client.get("item")).status_code
+
+    assert anyio.run(main, backend=backend) == 200
+    assert [kind for kind, _ in store.threads] == ["lease", "save"]
+    assert all(ident != loop_thread[0] for _, ident in store.threads)
+    assert store.saved[-1] == auth.driver.machine.tokens
