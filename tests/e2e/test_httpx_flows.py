@@ -197,9 +197,9 @@ class ThreadRecordingStore(RecordingStore):
         super().__init__(tokens)
         self.threads: list[tuple[str, int]] = []
 
-    def acquire_lease(self) -> None:
+    def acquire_lease(self, timeout: float | None = None) -> None:
         self.threads.append(("lease", threading.get_ident()))
-        super().acquire_lease()
+        super().acquire_lease(timeout)
 
     def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
         self.threads.append(("save", threading.get_ident()))
