@@ -6,6 +6,7 @@ I/O of its own (stepped by hand)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import anyio
 import httpx
@@ -225,3 +226,45 @@ def test_store_io_runs_off_the_event_loop(sandbox: Sandbox, backend: str) -> Non
     assert [kind for kind, _ in store.threads] == ["lease", "save"]
     assert all(ident != loop_thread[0] for _, ident in store.threads)
     assert store.saved[-1] == auth.driver.machine.tokens
+
+
+class SlowSaveStore(RecordingStore):
+    """Saves slowly, noting how many API calls had reached the sandbox by then."""
+
+    def __init__(self, sandbox: Sandbox, tokens: TokenSet | None) -> None:
+        super().__init__(tokens)
+        self.sandbox = sandbox
+        self.api_calls_when_saved: list[int] = []
+
+    def save(self, tokens: TokenSet, client_auth: str | None = None) -> None:
+        time.sleep(0.3)  # a slow database: a window for a call to go out too early
+        self.api_calls_when_saved.append(
+            len([r for r in self.sandbox.requests if r.path.startswith("/api/")])
+        )
+        super().save(tokens, client_auth)
+
+
+def test_no_call_uses_new_tokens_before_they_are_saved(sandbox: Sandbox) -> None:
+    """Tasks released by a refresh wait until its tokens are saved (the save
+    runs in a worker thread, so the event loop goes on meanwhile)."""
+    login = expired(sandbox, "sync")
+    login.close()
+    store = SlowSaveStore(sandbox, login.machine.tokens)
+    auth = CheckfrontAuth("acme", app_of(sandbox), store=store, clock=sandbox.clock.now)
+    statuses: list[int] = []
+
+    async def main() -> None:
+        transport = sandbox.httpx_async_transport()
+        async with httpx.AsyncClient(base_url=BASE, auth=auth, transport=transport) as client:
+
+            async def call() -> None:
+                statuses.append((await client.get("item")).status_code)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(5):
+                    group.start_soon(call)
+
+    anyio.run(main, backend="asyncio")
+    assert statuses == [200] * 5
+    assert store.api_calls_when_saved == [0]
+    assert len(sandbox.token_requests("refresh_token")) == 1
