@@ -95,8 +95,8 @@ Work = deque[Action]
 
 #: An I/O request of :meth:`DriverCore.steps`: ``("send", Request)`` answered
 #: with a ``Response``; ``("sleep", seconds)``; ``("lease", AcquireLease.unsaved)``
-#: answered with the stored tokens (see :func:`take_lease`); ``("save", (TokenSet,
-#: client_auth))``;
+#: answered with the stored tokens and client authentication form (see
+#: :func:`take_lease`); ``("save", (TokenSet, client_auth))``;
 #: ``("origin", str)``; ``("release", None)``.
 IO = tuple[str, Any]
 
@@ -104,16 +104,19 @@ IO = tuple[str, Any]
 Steps = Generator[IO, Any, "Event | None"]
 
 
-def take_lease(store: TokenStore, unsaved: TokenSet | None) -> TokenSet | None:
+def take_lease(store: TokenStore, unsaved: TokenSet | None) -> tuple[TokenSet | None, str | None]:
     """Take the store's lease, save ``unsaved`` (``AcquireLease.unsaved``: tokens
-    an earlier save failed to store) and reload; if that
-    fails, release the lease before raising.  Blocking: trio runs it in a
-    worker thread, in one piece, so no cancellation lands between the two."""
+    an earlier save failed to store) and reload the stored tokens with the
+    client authentication form stored beside them (another process may have
+    learnt it); if that fails, release the lease before raising.  Blocking:
+    trio runs it in a worker thread, in one piece, so no cancellation lands
+    between the two."""
     store.acquire_lease()
     try:
         if unsaved is not None:
             store.save(unsaved)
-        return store.load()
+        record = store.load_record()
+        return (None, None) if record is None else (record.tokens, record.client_auth)
     except BaseException:
         store.release_lease()
         raise
@@ -328,10 +331,10 @@ class DriverCore:
                 return TokensLoaded(now=self._clock(), tokens=None)
             assert isinstance(action, AcquireLease)
             try:
-                tokens = yield ("lease", action.unsaved)
+                tokens, client_auth = yield ("lease", action.unsaved)
             except Exception as error:
                 return LeaseFailed(now=self._clock(), reason=failure_reason(error))
-            return TokensLoaded(now=self._clock(), tokens=tokens)
+            return TokensLoaded(now=self._clock(), tokens=tokens, client_auth=client_auth)
         if kind is AccountMoved:
             assert isinstance(action, AccountMoved)
             try:

@@ -81,3 +81,32 @@ def test_wrong_special_secret_says_both_forms_were_tried(
         assert len(sandbox.token_requests("authorization_code")) == 2
     finally:
         client.close()
+
+
+def test_a_form_learnt_by_another_client_is_used_from_the_lease(
+    kind: str, sandbox: Sandbox
+) -> None:
+    """Two clients share a grant; the one that logs in learns that the server
+    compares the credentials raw.  The other, already running with the default
+    form, takes that form with the tokens when it reloads them under the lease,
+    and refreshes with one token request instead of two."""
+    sandbox.client_credentials = "raw"
+    first = special_client(kind, sandbox)
+    try:
+        first.login()
+        assert first.machine.client_auth == "raw"
+        record = first.store.load_record()
+        assert record is not None
+        assert record.client_auth == "raw"
+    finally:
+        first.close()
+    credential = OAuth2App(CLIENT_ID, SECRET, sandbox.account("acme").redirect_uri)
+    second = Harness(kind, sandbox, credential, tokens=record.tokens, store=first.store)
+    try:
+        assert second.machine.client_auth == "rfc6749"
+        sandbox.clock.advance(14000 - 100)
+        assert second.request("GET", "item").status == 200
+        assert len(sandbox.token_requests("refresh_token")) == 1
+        assert second.machine.client_auth == "raw"
+    finally:
+        second.close()
