@@ -265,7 +265,8 @@ class _Driver(DriverCore):
         clock: Callable[[], float],
         on_account_moved: Callable[[str, str], None] | None,
     ) -> None:
-        machine, token_store = new_machine(account, credential, store, tokens, config)
+        configured = Account.parse(account) if isinstance(account, str) else account
+        machine, token_store = new_machine(configured, credential, store, tokens, config)
         super().__init__(machine, token_store, clock, self._moved)
         self._user_on_account_moved = on_account_moved
         self._lock = threading.Lock()
@@ -276,6 +277,8 @@ class _Driver(DriverCore):
         #: Origins the account moved away from: a request there is still a call
         #: (the core sends it to the current origin).
         self._former: set[str] = set()
+        if configured.origin != machine.account.origin:  # the store knows it moved
+            self._former.add(configured.origin)
 
     # -- hooks ------------------------------------------------------------------
 
@@ -375,7 +378,12 @@ class _Driver(DriverCore):
     ) -> Generator[IO, Any, Deliver | Fail]:
         try:
             send = work[0] if len(work) == 1 else None
-            if type(send) is Send and send.call_id == call_id and not self._pending_saves:
+            if (
+                type(send) is Send
+                and send.call_id == call_id
+                and not self._pending_saves
+                and send.request.url.startswith(call.origin + "/")
+            ):
                 # The common case, a ready call: its one Send, executed here
                 # without the general machinery (the same steps, inline).
                 request = call.request

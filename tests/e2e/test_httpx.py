@@ -443,3 +443,21 @@ def test_200_asyncio_tasks_share_one_refresh(sandbox: Sandbox) -> None:
     assert statuses == [200] * 200
     assert len(sandbox.token_requests("refresh_token")) == 1
     assert api_statuses(sandbox) == [200] * 200
+
+
+def test_a_stored_migration_applies_to_requests_on_the_old_host(sandbox: Sandbox) -> None:
+    """The store says the account moved: a client whose base_url still names
+    the old host gets its calls sent to the new origin, with credentials."""
+    first = logged_in("sync", sandbox)
+    sandbox.migrate("acme")
+    assert first.request("GET", "item").status_code == 200  # learns and saves the move
+    first.close()
+    assert first.store.load_record() is not None
+    later = HttpxHarness("sync", sandbox, app_of(sandbox), store=first.store)
+    try:
+        assert later.machine.account.origin == "https://" + NEW
+        sandbox.clear_requests()
+        assert later.request("GET", BASE + "item").status_code == 200
+        assert [(r.host, r.credential) for r in sandbox.requests] == [(NEW, "bearer")]
+    finally:
+        later.close()
