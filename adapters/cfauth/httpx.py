@@ -32,7 +32,10 @@ request (another host, the account's public pages) is sent exactly as
 given, with no credentials.
 
 *The request sent.*  The first send of a call is the caller's own request
-with ``Authorization`` set (its URL, headers and body untouched).  When the
+with ``Authorization`` set (its URL, headers and body untouched); when it is
+the call's only action (the token is fresh: the common case) the flow sends
+it and reports a 2xx answer without going through the general loop, which
+is what keeps the auth within a few microseconds of a static header.  When the
 core re-sends (after a refresh, a 429, a redirect) to the same URL, the same
 request goes again, which needs a body that can be replayed (bytes, form,
 JSON: httpx keeps them); a streaming body (a generator or a file being
