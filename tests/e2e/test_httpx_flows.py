@@ -268,3 +268,57 @@ def test_no_call_uses_new_tokens_before_they_are_saved(sandbox: Sandbox) -> None
     assert statuses == [200] * 5
     assert store.api_calls_when_saved == [0]
     assert len(sandbox.token_requests("refresh_token")) == 1
+
+
+class GatedTokenRequest(httpx.BaseTransport):
+    """The real transport; the first token request waits until ``gate`` is set."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.in_flight = threading.Event()
+        self.gate = threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token/" and not self.in_flight.is_set():
+            self.in_flight.set()
+            assert self.gate.wait(30)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_one_auth_shared_by_a_thread_and_an_event_loop(sandbox: Sandbox, backend: str) -> None:
+    """A refresh started by a Client in one thread releases the tasks of an
+    AsyncClient waiting for it in an event loop (woken across threads)."""
+    harness = expired(sandbox, "sync")
+    gated = GatedTokenRequest(harness.sync_client()._transport)
+    sync_client = httpx.Client(base_url=BASE, auth=harness.auth, transport=gated)
+    sync_status: list[int] = []
+    refresher = threading.Thread(
+        target=lambda: sync_status.append(sync_client.get("item").status_code)
+    )
+    refresher.start()
+    assert gated.in_flight.wait(30)
+    statuses: list[int] = []
+
+    async def main() -> None:
+        async with harness.async_client() as client:
+
+            async def call() -> None:
+                statuses.append((await client.get("item")).status_code)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(10):
+                    group.start_soon(call)
+                await anyio.wait_all_tasks_blocked()
+                gated.gate.set()  # the refresh answers; the thread releases the tasks
+
+    anyio.run(main, backend=backend)
+    refresher.join(30)
+    sync_client.close()
+    harness.close()
+    assert sync_status == [200]
+    assert statuses == [200] * 10
+    assert len(sandbox.token_requests("refresh_token")) == 1
