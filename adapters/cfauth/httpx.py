@@ -112,6 +112,7 @@ from cfauth_core import (
     Fail,
     InvalidInput,
     LogoutRequested,
+    Request,
     ResponseReceived,
     Send,
     Store,
@@ -249,6 +250,14 @@ def _origin(url: httpx.URL) -> str:
         host = f"[{host}]"
     port = url.port
     return f"{url.scheme}://{host}:{port}" if port is not None else f"{url.scheme}://{host}"
+
+
+def _authorization(request: Request) -> str:
+    """The ``Authorization`` value the core put on an API call's request."""
+    for name, value in request.headers:
+        if name == "Authorization":
+            return value
+    raise AssertionError("the core sends every API call with credentials")
 
 
 def _replayable(stream: object) -> bool:
@@ -391,7 +400,7 @@ class _Driver(DriverCore):
                 # without the general machinery (the same steps, inline).
                 request = call.request
                 assert request is not None
-                request.headers["Authorization"] = send.request.headers[0][1]
+                request.headers["Authorization"] = _authorization(send.request)
                 call.first_url = send.request.url
                 call.sent = True
                 response = self._received(call, (yield ("http", request)))
@@ -504,7 +513,7 @@ class _Driver(DriverCore):
             )
             token_request.stream = _TokenBody(core.body or b"")
             return token_request
-        authorization = core.headers[0][1]  # the core puts it first
+        authorization = _authorization(core)
         if call.first_url is None:
             call.first_url = core.url
         stream = request.stream
