@@ -54,7 +54,7 @@ def cycle_ns(machine: Machine, cycles: int, repeats: int) -> float:
         start = time.perf_counter_ns()
         for _ in range(cycles):
             actions = machine.handle(CallRequested(now=1000.0, method="GET", path="booking/index"))
-            send = actions[1]
+            send = actions[0]
             assert isinstance(send, Send)
             machine.handle(
                 ResponseReceived(

@@ -542,7 +542,7 @@ def static_headers(access: str) -> list[tuple[str, str]]:
 
     tokens = TokenSet(access, "r" * 20, 1e12, 1e12, 0.0)
     machine = Machine(Account.parse("acme"), oauth_app(Server()), tokens)
-    send = machine.handle(CallRequested(now=1.0, method="GET", path="booking"))[1]
+    send = machine.handle(CallRequested(now=1.0, method="GET", path="booking"))[0]
     assert isinstance(send, Send)
     return list(send.request.headers)
 
@@ -625,7 +625,7 @@ def core_sides(peers: bool) -> list[Side]:
     def cfauth_cycle(n: int) -> int:
         start = time.perf_counter_ns()
         for _ in range(n):
-            send = handle(CallRequested(now=1000.0, method="GET", path="booking"))[1]
+            send = handle(CallRequested(now=1000.0, method="GET", path="booking"))[0]
             handle(
                 ResponseReceived(
                     now=1000.0,

@@ -23,6 +23,7 @@ from ._actions import (
     RetryAt,
     Send,
     Store,
+    call_id_of,
 )
 from ._config import Config, __version__
 from ._credentials import CLIENT_AUTH_FORMS, ApiKey, Credential, OAuth2App
@@ -136,6 +137,7 @@ __all__ = [
     "Trigger",
     "UntrustedRedirect",
     "__version__",
+    "call_id_of",
     "check_header_value",
     "check_headers",
     "parse_http_date",

@@ -8,12 +8,13 @@ that uses the tokens it stores (persisted before used), and a
 
 from __future__ import annotations
 
-from ._errors import detach
+from ._errors import InvalidInput, detach
 from ._record import Record, _new
 
 # ``typing`` costs about 3 ms to import; the core needs it only for the type checker.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Literal
 
     from ._errors import CfauthError
@@ -38,6 +39,7 @@ __all__ = [
     "RetryAt",
     "Send",
     "Store",
+    "call_id_of",
 ]
 
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -313,3 +315,17 @@ class Forget(Action):
     tokens) so that no process picks it up again."""
 
     __slots__ = ()
+
+
+def call_id_of(actions: Sequence[Action]) -> int:
+    """The id of the call a ``CallRequested`` started, from the actions
+    :meth:`Machine.handle` returned for it: the first of them always names the
+    call (its ``Send`` when it goes out at once, its ``Fail`` when it fails at
+    once, otherwise ``CallAccepted``)."""
+    first = actions[0] if actions else None
+    if isinstance(first, (Send, Fail, CallAccepted)) and first.call_id is not None:
+        return first.call_id
+    raise InvalidInput(
+        "actions: pass the list Machine.handle returned for a CallRequested (its first "
+        "action names the call)"
+    )

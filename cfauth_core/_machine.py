@@ -9,12 +9,14 @@ the actions the adapter must execute, in order.  It never blocks, never reads
 a clock and never does I/O, so one lock around ``handle`` makes it safe for any
 number of threads or tasks.
 
-A call's life: ``CallRequested`` -> ``CallAccepted`` and, when credentials are
-at hand, ``Send``.  The answer comes back as ``ResponseReceived``; the machine
-then delivers it, or follows a redirect (``Send`` again), or parks the call
-until a retry time (``RetryAt``; a later ``ClockTick`` sends it), or re-sends
-it once with a fresher token.  It ends with exactly one ``Deliver`` or
-``Fail`` (or a ``CallCancelled`` from the adapter).
+A call's life: ``CallRequested`` -> its ``Send`` at once when credentials are
+at hand (or its ``Fail``); otherwise ``CallAccepted`` and a ``Send`` later.
+The first action always names the new call.  The answer comes back as
+``ResponseReceived``; the machine then delivers it, or follows a redirect
+(``Send`` again), or parks the call until a retry time (``RetryAt``; a later
+``ClockTick`` sends it), or re-sends it once with a fresher token.  It ends
+with exactly one ``Deliver`` or ``Fail`` (or a ``CallCancelled`` from the
+adapter).
 
 Refreshing is single-flight.  When the access token is near expiry (or the
 refresh token near its 14 days), or a call comes back 401 with the current
@@ -115,6 +117,10 @@ __all__ = ["Machine"]
 
 
 _INF = float("inf")
+# The hot path builds its records by calling the constructor itself: the same
+# record, without the generic class-call machinery around it.
+_new_send = Send.__new__
+_new_deliver = Deliver.__new__
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PERMANENT = frozenset({301, 308})
@@ -195,7 +201,9 @@ class _TokenRequest:
         self.switched = False  # re-sent in the other form after invalid_client
 
 
-_Pending = _Call | _TokenRequest
+#: What a request in flight belongs to.  A ``Send`` stands for a plain call
+#: sent light (see Machine._on_call_requested and Machine._call_of).
+_Pending = _Call | _TokenRequest | Send
 
 
 class _Authorization:
@@ -249,6 +257,8 @@ class Machine:
         # under the lease (AcquireLease.unsaved) before the store is next read.
         self._unsaved: TokenSet | None = None
         self._quiet_until = _INF
+        self._state = State.UNAUTHORIZED  # until _enter below
+        self._light_until = -1.0
         self._set_auth("")
         self._set_tokens(tokens)
         self._client_auth = "rfc6749"
@@ -261,7 +271,8 @@ class Machine:
             self._enter(State.READY if tokens is not None else State.UNAUTHORIZED)
         self._next_call_id = 1
         self._next_request_id = 1
-        self._calls: dict[int, _Call] = {}
+        # Every call not ended; a str is the path of a plain call sent light.
+        self._calls: dict[int, _Call | str] = {}
         self._pending: dict[int, _Pending] = {}
         self._waiting: list[_Call] = []  # calls waiting for a refresh or an exchange
         self._parked: dict[int, tuple[float, _Call]] = {}  # calls waiting for a retry time
@@ -330,6 +341,43 @@ class Machine:
         An event the current state does not accept, or that names an unknown
         request or call, raises :class:`LocalProtocolError` and changes nothing.
         """
+        # The hot path is answered here, without a handler: both events are
+        # accepted in every state (EVENTS_ALLOWED), and these two cases are
+        # most of the traffic.
+        if type(event) is CallRequested:
+            # A plain call whose request is remembered (see _on_call_requested)
+            # while the machine is READY and no refresh can be due: sent at
+            # once, and kept light (its entry in _calls is its path, its entry
+            # in _pending the Send; _call_of builds a _Call if its answer needs
+            # one).
+            if (
+                event.now < self._light_until
+                and event.params is None
+                and event.data is None
+                and not event.headers
+            ):
+                known = self._requests.get((event.method, event.path))
+                if known is not None:
+                    call_id = self._next_call_id
+                    self._next_call_id = call_id + 1
+                    request_id = self._next_request_id
+                    self._next_request_id = request_id + 1
+                    send: Send = _new_send(Send, request_id, known[1], call_id)
+                    self._calls[call_id] = known[0]
+                    self._pending[request_id] = send
+                    return [send]
+        elif type(event) is ResponseReceived:
+            # An answer that ends a plain call sent light.
+            request_id = event.request_id
+            pending = self._pending.get(request_id)
+            if type(pending) is Send:
+                status = event.status
+                if status < 300 or status not in _SPECIAL_STATUSES:
+                    del self._pending[request_id]
+                    light_id: int = pending.call_id  # type: ignore[assignment]
+                    del self._calls[light_id]
+                    url = pending.request.url
+                    return [_new_deliver(Deliver, light_id, status, event.headers, event.body, url)]
         handler = self._handlers.get(type(event))
         if handler is None:
             raise LocalProtocolError(
@@ -352,6 +400,8 @@ class Machine:
     def _enter(self, state: State) -> None:
         self._state = state
         self._handlers = _DISPATCH[state]
+        # Before this time a plain call may go out light (see handle).
+        self._light_until = self._quiet_until if state is State.READY else -1.0
 
     def _set_tokens(self, tokens: TokenSet | None) -> None:
         self._tokens = tokens
@@ -368,6 +418,8 @@ class Machine:
                 tokens.refresh_expires_at,
                 keep_alive_from if tokens.updated_at < keep_alive_from else _INF,
             )
+            if self._state is State.READY:
+                self._light_until = self._quiet_until
 
     def _use_client_auth(self, form: str) -> None:
         pinned = self._config.client_auth
@@ -431,26 +483,11 @@ class Machine:
     # -- calls ----------------------------------------------------------------
 
     def _on_call_requested(self, event: CallRequested) -> list[Action]:
+        # Every call handle() did not send light.  A plain call's request is the
+        # same every time until the credential or the origin changes (_set_auth
+        # and _move forget it): it is remembered here for handle() to reuse.
         method = event.method
         call_id = self._next_call_id
-        if event.params is None and event.data is None and not event.headers:
-            # A plain call: its request is the same every time until the
-            # credential or the origin changes (_set_auth and _move forget it).
-            known = self._requests.get((method, event.path))
-            if known is not None and (
-                self._state is State.READY and (not self._oauth or event.now < self._quiet_until)
-            ):
-                # The common case.
-                self._next_call_id = call_id + 1
-                request_id = self._next_request_id
-                self._next_request_id = request_id + 1
-                path, request = known
-                call = _Call(call_id, method, path, None, ())
-                call.sent_to = request.url
-                call.token = self._auth_header
-                self._calls[call_id] = call
-                self._pending[request_id] = call
-                return [CallAccepted(call_id), Send(request_id, request, call_id)]
         path = self._account.api_path(event.path, event.params)  # may raise: nothing changed yet
         headers = tuple(event.headers) if event.headers else ()
         body = None
@@ -460,15 +497,38 @@ class Machine:
         self._next_call_id = call_id + 1
         call = _Call(call_id, method, path, body, headers)
         self._calls[call_id] = call
-        actions: list[Action] = [CallAccepted(call_id)]
+        actions: list[Action] = []
         self._dispatch_call(call, event.now, actions)
-        if body is None and not headers and len(event.path) <= _MEMO_PATH_LENGTH:
-            sent = actions[1] if len(actions) == 2 else None
-            if type(sent) is Send and sent.call_id == call_id:
-                if len(self._requests) >= _MEMO_REQUESTS:
-                    self._requests.clear()
-                self._requests[(method, event.path)] = (path, sent.request)
+        # The first action names the call: its Send or its Fail when that comes
+        # first, otherwise CallAccepted (it waits, or other actions come first).
+        first = actions[0] if actions else None
+        if not isinstance(first, (Send, Fail)) or first.call_id != call_id:
+            actions.insert(0, CallAccepted(call_id))
+        elif (
+            isinstance(first, Send)
+            and len(actions) == 1
+            and body is None
+            and not headers
+            and len(event.path) <= _MEMO_PATH_LENGTH
+        ):
+            if len(self._requests) >= _MEMO_REQUESTS:
+                self._requests.clear()
+            self._requests[(method, event.path)] = (path, first.request)
         return actions
+
+    def _call_of(self, send: Send) -> _Call:
+        """The _Call of a plain call sent light (see _on_call_requested), built
+        the first time its answer needs one."""
+        call_id = send.call_id
+        assert call_id is not None
+        request = send.request
+        path = self._calls[call_id]
+        assert isinstance(path, str)
+        call = _Call(call_id, request.method, path, None, ())
+        call.sent_to = request.url
+        call.token = request.headers[0][1]  # the Authorization it carried (_base_headers)
+        self._calls[call_id] = call
+        return call
 
     def _dispatch_call(self, call: _Call, now: float, actions: list[Action]) -> None:
         """Send ``call`` with the current credential, or make it wait, or fail it."""
@@ -527,14 +587,17 @@ class Machine:
             raise LocalProtocolError(
                 f"request {event.request_id} is not in flight: report each Send's answer once"
             )
+        status = event.status
+        if type(pending) is Send:  # a plain call sent light (handle delivered the rest)
+            return self._on_special_call_response(self._call_of(pending), event)
         if isinstance(pending, _Call):
-            status = event.status
             if status < 300 or status not in _SPECIAL_STATUSES:
                 del self._calls[pending.call_id]
                 return [
                     Deliver(pending.call_id, status, event.headers, event.body, pending.sent_to)
                 ]
             return self._on_special_call_response(pending, event)
+        assert isinstance(pending, _TokenRequest)
         return self._on_token_response(pending, event)
 
     def _on_special_call_response(self, call: _Call, event: ResponseReceived) -> list[Action]:
@@ -1000,6 +1063,8 @@ class Machine:
             raise LocalProtocolError(
                 f"request {event.request_id} is not in flight: report each Send's answer once"
             )
+        if isinstance(pending, Send):
+            pending = self._call_of(pending)
         extra = pending.secrets if isinstance(pending, _TokenRequest) else ()
         reason = scrub(event.reason, self._secrets(extra))
         actions: list[Action] = []
@@ -1044,7 +1109,11 @@ class Machine:
 
     def _on_call_cancelled(self, event: CallCancelled) -> list[Action]:
         call = self._calls.pop(event.call_id, None)
-        if call is not None:
+        if isinstance(call, str):  # a plain call sent light: only in flight
+            for request_id, pending in list(self._pending.items()):
+                if isinstance(pending, Send) and pending.call_id == event.call_id:
+                    del self._pending[request_id]
+        elif call is not None:
             self._parked.pop(call.call_id, None)
             if call in self._waiting:
                 self._waiting.remove(call)

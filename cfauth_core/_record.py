@@ -10,7 +10,7 @@ They are written out by hand rather than generated with ``@dataclass``:
 about half a millisecond a class, which for the core's thirty-odd classes
 would be the whole import budget.
 
-Construction is on the hot path (every call builds about six records), so
+Construction is on the hot path (every call builds at least four records), so
 it avoids the usual price of immutability.  A frozen class must refuse
 ``setattr``, which makes every assignment in its constructor a slow
 ``object.__setattr__`` call.  Instead each record class has a private *twin*

@@ -13,22 +13,27 @@ from cfauth_core import (
     AcquireLease,
     ApiKey,
     AuthorizationRequested,
+    CallAccepted,
     CallbackReceived,
     CallCancelled,
     CallRequested,
     Config,
     Deliver,
+    Fail,
     InvalidInput,
     LeaseFailed,
+    LocalProtocolError,
     Machine,
     OAuth2App,
     RefreshAborted,
+    Request,
     ResponseReceived,
     Send,
     SendFailed,
     State,
     TokenSet,
     TokensLoaded,
+    call_id_of,
 )
 from cfauth_core._account import _PATHS
 from cfauth_core._tokens import scrub
@@ -210,8 +215,8 @@ def test_same_host_redirect_of_a_call_sent_before_the_move() -> None:
     """A call in flight to the old host that the old host redirects within itself
     is followed there (it is the origin the request went to)."""
     machine = Machine(Account.parse("acme"), ApiKey("key", "secret"))
-    first = machine.handle(CallRequested(now=NOW, method="GET", path="a"))[1]
-    second = machine.handle(CallRequested(now=NOW, method="GET", path="b"))[1]
+    first = machine.handle(CallRequested(now=NOW, method="GET", path="a"))[0]
+    second = machine.handle(CallRequested(now=NOW, method="GET", path="b"))[0]
     assert isinstance(first, Send)
     assert isinstance(second, Send)
     moved = machine.handle(
@@ -269,7 +274,7 @@ def test_token_request_redirected_to_itself_is_a_loop() -> None:
 
 def test_oversized_400_body_is_not_parsed_as_a_token_rejection() -> None:
     machine = Machine(Account.parse("acme"), APP, fresh())
-    send = machine.handle(CallRequested(now=NOW, method="GET", path="item"))[1]
+    send = machine.handle(CallRequested(now=NOW, method="GET", path="item"))[0]
     assert isinstance(send, Send)
     body = b'{"error": "invalid_token", "pad": "' + b"x" * 70_000 + b'"}'
     done = machine.handle(
@@ -331,3 +336,44 @@ def test_record_bases_stay_open() -> None:
 
     assert type("MyEvent", (Event,), {"__slots__": ("now",)})
     assert type("MyAction", (Action,), {"__slots__": ()})
+
+
+def test_call_id_of_names_the_call_of_any_first_action() -> None:
+    """The first action for a CallRequested names the call: a ready call's Send, a
+    failed call's Fail, a waiting call's CallAccepted; anything else is refused."""
+    ready = Machine(Account.parse("acme"), ApiKey("key", "secret"))
+    sent = ready.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert [type(a) for a in sent] == [Send]
+    assert call_id_of(sent) == 1
+    unauthorized = Machine(Account.parse("acme"), OAuth2App("id", "s", "https://app/cb"))
+    failed = unauthorized.handle(CallRequested(now=NOW, method="GET", path="item"))
+    assert [type(a) for a in failed] == [Fail]
+    assert call_id_of(failed) == 1
+    assert call_id_of([CallAccepted(7), AcquireLease("expiring")]) == 7
+    request = Request("POST", "https://acme.checkfront.com/oauth/token/", ())
+    for wrong in ([], [AcquireLease("expiring")], [Send(1, request, None, "refresh")]):
+        with pytest.raises(InvalidInput, match="first action names the call"):
+            call_id_of(wrong)
+
+
+@pytest.mark.parametrize("params", [None, {"page": "1"}])
+def test_cancelling_a_call_in_flight_forgets_it(params: dict[str, str] | None) -> None:
+    """A call cancelled while its request is in flight (a plain one sent straight
+    from the remembered requests, or one with parameters) is gone: its answer is
+    refused as not in flight, and other calls go on."""
+    machine = Machine(Account.parse("acme"), ApiKey("key", "secret"))
+    machine.handle(CallRequested(now=NOW, method="GET", path="item"))  # remembered
+    other = machine.handle(CallRequested(now=NOW, method="GET", path="other"))[0]
+    (send,) = machine.handle(CallRequested(now=NOW, method="GET", path="item", params=params))
+    assert isinstance(send, Send)
+    assert isinstance(other, Send)
+    assert machine.handle(CallCancelled(now=NOW, call_id=call_id_of([send]))) == []
+    assert machine.calls_in_progress == 2
+    with pytest.raises(LocalProtocolError, match="not in flight"):
+        machine.handle(
+            ResponseReceived(now=NOW, request_id=send.request_id, status=200, headers=[], body=b"")
+        )
+    delivered = machine.handle(
+        ResponseReceived(now=NOW, request_id=other.request_id, status=200, headers=[], body=b"")
+    )
+    assert [type(a) for a in delivered] == [Deliver]

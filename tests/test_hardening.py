@@ -102,7 +102,7 @@ def answer(
 
 def start_refresh_with_call_in_flight(m: Machine) -> tuple[Send, Send]:
     """A call goes out with a fresh token; then a tick starts a (forced) refresh."""
-    _, call = m.handle(CallRequested(now=NOW, method="GET", path="booking/index"))
+    (call,) = m.handle(CallRequested(now=NOW, method="GET", path="booking/index"))
     assert isinstance(call, Send)
     later = NOW + 13_800
     (due,) = m.handle(ClockTick(now=later))
@@ -192,7 +192,7 @@ API_KEY = ApiKey("key-0123456789", "apikey-secret-value")
 
 def sent_call(m: Machine, method: str, path: str = "booking/create") -> Send:
     data = {"item_id": "1"} if method != "GET" else None
-    _, send = m.handle(CallRequested(now=NOW, method=method, path=path, data=data))
+    (send,) = m.handle(CallRequested(now=NOW, method=method, path=path, data=data))
     assert isinstance(send, Send)
     return send
 
@@ -760,7 +760,7 @@ def test_a_new_login_starts_from_ready_and_calls_keep_the_old_tokens() -> None:
     assert m.state is State.READY
     assert m.tokens == tokens(1)
     # Calls still go out, with the old token, while the user is in the browser...
-    _, call = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    (call,) = m.handle(CallRequested(now=NOW, method="GET", path="item"))
     assert isinstance(call, Send)
     assert dict(call.request.headers)["Authorization"] == "Bearer access-0001"
     (exchange,) = m.handle(CallbackReceived(now=NOW, url=CALLBACK))
@@ -768,7 +768,7 @@ def test_a_new_login_starts_from_ready_and_calls_keep_the_old_tokens() -> None:
     assert exchange.purpose == "exchange"
     assert state_of(m) is State.EXCHANGING
     # ... and during the exchange.
-    _, during = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    (during,) = m.handle(CallRequested(now=NOW, method="GET", path="item"))
     assert isinstance(during, Send)
     assert dict(during.request.headers)["Authorization"] == "Bearer access-0001"
     done = answer(m, exchange, 200, token_body(2))
@@ -776,7 +776,7 @@ def test_a_new_login_starts_from_ready_and_calls_keep_the_old_tokens() -> None:
     assert m.state is State.READY
     assert m.tokens is not None
     assert m.tokens.access_token == "access-0002"
-    _, after = m.handle(CallRequested(now=NOW, method="GET", path="item"))
+    (after,) = m.handle(CallRequested(now=NOW, method="GET", path="item"))
     assert isinstance(after, Send)
     assert dict(after.request.headers)["Authorization"] == "Bearer access-0002"
 

@@ -55,7 +55,7 @@ def valid_values() -> st.SearchStrategy[str]:
 def send_with(headers: list[tuple[str, str]]) -> Send:
     m = Machine(Account.parse("acme"), ApiKey("key", "secret"))
     actions = m.handle(CallRequested(now=NOW, method="GET", path="item", headers=headers))
-    send = actions[1]
+    (send,) = actions
     assert isinstance(send, Send)
     return send
 

@@ -57,7 +57,7 @@ def call(**kwargs: Any) -> Send:
     kwargs.setdefault("method", "GET")
     kwargs.setdefault("path", "booking/index")
     actions = machine().handle(CallRequested(now=NOW, **kwargs))
-    send = actions[1]
+    (send,) = actions
     assert isinstance(send, Send)
     return send
 

@@ -38,6 +38,7 @@ from cfauth_core import (
     State,
     Store,
     TokenSet,
+    call_id_of,
 )
 from tests.helpers import one, only
 
@@ -541,11 +542,10 @@ def test_login_again_after_a_failed_exchange() -> None:
 def test_call_before_any_login_fails_with_reauthorization_required() -> None:
     m = machine()
     actions = call(m)
-    assert len(actions) == 2
-    accepted, fail = actions
-    assert isinstance(accepted, CallAccepted)
+    assert len(actions) == 1
+    (fail,) = actions
     assert isinstance(fail, Fail)
-    assert fail.call_id == accepted.call_id
+    assert fail.call_id == call_id_of(actions)
     assert isinstance(fail.error, ReauthorizationRequired)
     assert m.state is State.UNAUTHORIZED
     assert m.calls_in_progress == 0

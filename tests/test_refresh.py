@@ -38,6 +38,7 @@ from cfauth_core import (
     Store,
     TokenSet,
     TokensLoaded,
+    call_id_of,
 )
 from tests.helpers import one, only, respond
 
@@ -100,7 +101,7 @@ def call(m: Machine, now: float = NOW, path: str = "booking/index") -> list[Acti
 
 
 def call_id(actions: Sequence[Action]) -> int:
-    return one(actions, CallAccepted).call_id
+    return call_id_of(actions)
 
 
 def auth(send: Send) -> str:
@@ -143,7 +144,7 @@ def expiring() -> Machine:
 def test_fresh_token_is_sent_as_bearer_to_the_api_only() -> None:
     m = machine()
     actions = call(m)
-    assert len(actions) == 2
+    assert len(actions) == 1
     send = one(actions, Send)
     assert send.purpose == "call"
     assert send.call_id == call_id(actions)

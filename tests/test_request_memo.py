@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from cfauth_core import (
     Account,
     ApiKey,
-    CallAccepted,
     CallRequested,
     Machine,
     OAuth2App,
@@ -19,6 +18,7 @@ from cfauth_core import (
     Send,
     TokenSet,
     TokensLoaded,
+    call_id_of,
 )
 
 NOW = 1_000_000.0
@@ -35,19 +35,17 @@ def expected(machine: Machine, event: CallRequested) -> Send:
     """The Send a fresh machine at the same origin, with the same tokens, makes."""
     twin = Machine(machine.account, machine.credential, machine.tokens)
     actions = twin.handle(event)
-    assert isinstance(actions[0], CallAccepted)
-    send = actions[1]
+    (send,) = actions
     assert isinstance(send, Send)
     return send
 
 
 def call(machine: Machine, event: CallRequested) -> Send:
     actions = machine.handle(event)
-    assert len(actions) == 2
-    accepted, send = actions
-    assert isinstance(accepted, CallAccepted)
+    assert len(actions) == 1
+    (send,) = actions
     assert isinstance(send, Send)
-    assert send.call_id == accepted.call_id
+    assert send.call_id == call_id_of(actions)
     return send
 
 

@@ -89,6 +89,7 @@ from cfauth_core import (
     StoreFailed,
     TokenSet,
     TokensLoaded,
+    call_id_of,
 )
 from cfauth_core import Account as _Account
 from cfauth_core._account import is_oauth_path
@@ -379,14 +380,32 @@ class Harness(RuleBasedStateMachine):
         assert isinstance(actions, list)
         origin = self.origin
         stores = [i for i, a in enumerate(actions) if isinstance(a, Store)]
+        if isinstance(event, CallRequested):
+            # The protocol rule: the first action names the new call.  It is the
+            # call's Send when it goes out at once, its Fail when it fails at
+            # once, and CallAccepted only when something else comes first.
+            new = call_id_of(actions)
+            assert new not in self.open | self.ended
+            first = actions[0]
+            if isinstance(first, Send):
+                assert first.purpose == "call"
+            elif isinstance(first, CallAccepted):
+                following = actions[1] if len(actions) > 1 else None
+                assert not (isinstance(following, (Send, Fail)) and following.call_id == new), (
+                    f"CallAccepted before the call's own {following!r}"
+                )
+            else:
+                assert isinstance(first, Fail)
+            self.open.add(new)
         for index, action in enumerate(actions):
             assert isinstance(action, Action)
             if isinstance(action, CallAccepted):
                 assert isinstance(event, CallRequested)
                 assert index == 0
-                assert action.call_id not in self.open | self.ended
-                self.open.add(action.call_id)
             elif isinstance(action, Send):
+                if action.purpose == "call":
+                    # Every later action for a call uses the id its first action gave.
+                    assert action.call_id in self.open, f"{action!r} for a call not open"
                 self.check_send(action, origin)
             elif isinstance(action, Store):
                 assert self.OAUTH
@@ -550,7 +569,7 @@ class Harness(RuleBasedStateMachine):
         params = {"page": "1"} if method == "GET" else None
         event = CallRequested(now=self.now, method=method, path=path, params=params, data=data)
         actions = self.feed(event)
-        assert isinstance(actions[0], CallAccepted)
+        assert call_id_of(actions) in self.open | self.ended
 
     def pick(self, purpose: str, index: int) -> int | None:
         ids = sorted(
@@ -1269,7 +1288,7 @@ def test_token_request_redirect_to_another_path_is_refused() -> None:
 def test_call_redirected_to_token_url_does_not_carry_credentials_there(oauth: bool) -> None:
     account = _Account.parse("acme")
     machine = oauth_machine(tokens_at(T0, 1)) if oauth else Machine(account, API_KEY)
-    _, send = machine.handle(CallRequested(now=T0, method="GET", path="booking/index"))
+    (send,) = machine.handle(CallRequested(now=T0, method="GET", path="booking/index"))
     assert isinstance(send, Send)
     actions = machine.handle(
         ResponseReceived(
@@ -1305,14 +1324,14 @@ def test_api_key_machine_refuses_tokens_loaded() -> None:
     machine = Machine(_Account.parse("acme"), API_KEY)
     with pytest.raises(LocalProtocolError):
         machine.handle(TokensLoaded(now=T0, tokens=tokens_at(T0, 1)))
-    _, send = machine.handle(CallRequested(now=T0, method="GET", path="booking/index"))
+    (send,) = machine.handle(CallRequested(now=T0, method="GET", path="booking/index"))
     assert isinstance(send, Send)
     assert header(send.request.headers, "authorization") == API_KEY.authorization
 
 
 def test_huge_retry_after_fails_the_call_cleanly() -> None:
     machine = Machine(_Account.parse("acme"), API_KEY)
-    _, send = machine.handle(CallRequested(now=T0, method="GET", path="booking/index"))
+    (send,) = machine.handle(CallRequested(now=T0, method="GET", path="booking/index"))
     assert isinstance(send, Send)
     event = ResponseReceived(
         now=T0,

@@ -58,7 +58,7 @@ def test_failed_save_is_saved_again_under_the_next_lease() -> None:
     store = refresh(machine, NOW, 2)
     assert machine.handle(StoreFailed(now=NOW, tokens=store.tokens, reason="disk full")) == []
     # The pair stays in use.
-    _, send = machine.handle(CallRequested(now=NOW, method="GET", path="item"))
+    (send,) = machine.handle(CallRequested(now=NOW, method="GET", path="item"))
     assert isinstance(send, Send)
     assert ("Authorization", "Bearer ACCESS-0002") in send.request.headers
     # The next refresh asks for it to be saved under the lease, again after a LeaseFailed.

@@ -15,7 +15,6 @@ from cfauth_core import (
     Action,
     ApiKey,
     AuthorizationRequested,
-    CallAccepted,
     CallbackReceived,
     CallRequested,
     ClockTick,
@@ -32,6 +31,7 @@ from cfauth_core import (
     State,
     TokenSet,
     TokensLoaded,
+    call_id_of,
 )
 from tests.helpers import one, only
 
@@ -60,11 +60,10 @@ def send_call(m: Machine, now: float = NOW, **kwargs: object) -> Send:
     fields: dict[str, object] = {"method": "GET", "path": "booking/index"}
     fields.update(kwargs)
     actions = m.handle(CallRequested(now=now, **fields))  # type: ignore[arg-type]
-    assert len(actions) == 2
-    accepted, send = actions
-    assert isinstance(accepted, CallAccepted)
+    assert len(actions) == 1
+    (send,) = actions
     assert isinstance(send, Send)
-    assert send.call_id == accepted.call_id
+    assert send.call_id == call_id_of(actions)
     assert send.purpose == "call"
     return send
 

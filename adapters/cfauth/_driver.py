@@ -38,7 +38,6 @@ from cfauth_core import (
     AuthorizationRequested,
     AuthorizeAt,
     Authorized,
-    CallAccepted,
     CallCancelled,
     CallRequested,
     ClockTick,
@@ -62,6 +61,7 @@ from cfauth_core import (
     StoreFailed,
     TokenSet,
     TokensLoaded,
+    call_id_of,
     check_header_value,
 )
 
@@ -202,9 +202,7 @@ class DriverCore:
     def _start_call(self, event: CallRequested, work: Work) -> int:
         """Feed a new call; route its first actions; return its id."""
         actions = self.machine.handle(event)
-        accepted = actions[0]
-        assert isinstance(accepted, CallAccepted)
-        call_id = accepted.call_id
+        call_id = call_id_of(actions)  # the first action names the call
         self._mail[call_id] = deque()
         self._route(actions, call_id, work)
         return call_id

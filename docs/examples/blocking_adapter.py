@@ -95,6 +95,8 @@ class BlockingAdapter:
         elif isinstance(action, cf.AuthorizeAt):
             print(f"Open {action.url}\nallow access, then paste the address you land on:")
             return cf.CallbackReceived(now=now(), url=input("> "))
-        # CallAccepted, ReleaseLease, Deliver, Fail, Authorized, AuthorizationFailed,
+        # CallAccepted (the first action of a call that waits: a call's first action
+        # names it, its Send, its Fail or CallAccepted; one call at a time here, so the
+        # id is not needed), ReleaseLease, Deliver, Fail, Authorized, AuthorizationFailed,
         # RefreshAborted, AuthorizationLost: nothing to execute (_run keeps the ending action).
         return None
