@@ -373,7 +373,57 @@ class _Driver(DriverCore):
         with self._lock:
             call_id = call.id = self._start_call(event, work)
         try:
-            outcome = yield from self._run_call(call, call_id, work, leftovers)
+            outcome: Deliver | Fail | None = None
+            send = work[0] if len(work) == 1 else None
+            if (
+                type(send) is Send
+                and send.call_id == call_id
+                and not self._pending_saves
+                and send.request.url.startswith(origin + "/")
+            ):
+                # The common case, a ready call: its one Send, executed here
+                # without the general loop (the same steps, inline).
+                request.headers["Authorization"] = _authorization(send.request)
+                call.first_url = send.request.url
+                call.sent = True
+                response = self._received(call, (yield ("http", request)))
+                status = response.status_code
+                if status < 300 and response is call.last:
+                    work.popleft()
+                    if log.isEnabledFor(logging.DEBUG):  # as DriverCore.steps logs it
+                        log.debug(
+                            "%s %s (%s) -> %d",
+                            request.method,
+                            send.request.url,
+                            send.purpose,
+                            status,
+                        )
+                    answer = ResponseReceived(
+                        now=self._clock(),
+                        request_id=send.request_id,
+                        status=status,
+                        headers=(),
+                        body=b"",
+                    )
+                    with self._lock:
+                        self._handle(answer, call_id, work)
+                    if not work:  # else the general loop executes it first
+                        outcome = self._outcomes.pop(call_id, None)
+                else:  # the general loop judges it
+                    call.preloaded = response
+            if outcome is None:
+                outcome = yield from self._run_call(call, call_id, work)
+        except BaseException:
+            # Interrupted (httpx closed the flow, a cancellation, an error):
+            # report what this flow will not do, so nobody waits for it.
+            with self._lock:
+                pending = deque(work)
+                unread = self._mail.get(call_id)
+                if unread:
+                    pending.extend(unread)
+                    unread.clear()
+                leftovers.extend(self.abandon(pending, call_id, "interrupted"))
+            raise
         finally:
             with self._lock:
                 self._mail.pop(call_id, None)
@@ -386,66 +436,19 @@ class _Driver(DriverCore):
             call.last.history = list(call.redirects)
 
     def _run_call(
-        self, call: _Call, call_id: int, work: Work, leftovers: list[Action]
+        self, call: _Call, call_id: int, work: Work
     ) -> Generator[IO, Any, Deliver | Fail]:
-        try:
-            send = work[0] if len(work) == 1 else None
-            if (
-                type(send) is Send
-                and send.call_id == call_id
-                and not self._pending_saves
-                and send.request.url.startswith(call.origin + "/")
-            ):
-                # The common case, a ready call: its one Send, executed here
-                # without the general machinery (the same steps, inline).
-                request = call.request
-                assert request is not None
-                request.headers["Authorization"] = _authorization(send.request)
-                call.first_url = send.request.url
-                call.sent = True
-                response = self._received(call, (yield ("http", request)))
-                if response.status_code < 300 and response is call.last:
-                    work.popleft()
-                    if log.isEnabledFor(logging.DEBUG):  # as DriverCore.steps logs it
-                        log.debug(
-                            "%s %s (%s) -> %d",
-                            send.request.method,
-                            send.request.url,
-                            send.purpose,
-                            response.status_code,
-                        )
-                    event = ResponseReceived(
-                        now=self._clock(),
-                        request_id=send.request_id,
-                        status=response.status_code,
-                        headers=(),
-                        body=b"",
-                    )
-                    with self._lock:
-                        self._handle(event, call_id, work)
-                else:  # the general path judges it
-                    call.preloaded = response
-            while True:
-                yield from self._execute(work, call)
-                outcome = self._outcomes.pop(call_id, None)
-                if outcome is not None:
-                    return outcome
-                yield ("wait", call_id)
-                with self._lock:
-                    mail = self._mail[call_id]
-                    work.extend(mail)
-                    mail.clear()
-        except BaseException:
-            # Interrupted (httpx closed the flow, a cancellation, an error):
-            # report what this flow will not do, so nobody waits for it.
+        """The general loop: execute the work, wait for mail, until the call ends."""
+        while True:
+            yield from self._execute(work, call)
+            outcome = self._outcomes.pop(call_id, None)
+            if outcome is not None:
+                return outcome
+            yield ("wait", call_id)
             with self._lock:
-                pending = deque(work)
-                unread = self._mail.get(call_id)
-                if unread:
-                    pending.extend(unread)
-                    unread.clear()
-                leftovers.extend(self.abandon(pending, call_id, "interrupted"))
-            raise
+                mail = self._mail[call_id]
+                work.extend(mail)
+                mail.clear()
 
     def _execute(self, work: Work, call: _Call) -> Generator[IO, Any, None]:
         """Execute ``work`` in order, feeding back the results."""
