@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import anyio
 import httpx
@@ -14,6 +15,7 @@ import pytest
 
 from cfauth.httpx import CheckfrontAuth
 from cfauth.sandbox import Sandbox
+from cfauth.stores import SqliteStore
 from cfauth_core import (
     ApiKey,
     CfauthError,
@@ -322,3 +324,43 @@ def test_one_auth_shared_by_a_thread_and_an_event_loop(sandbox: Sandbox, backend
     assert sync_status == [200]
     assert statuses == [200] * 10
     assert len(sandbox.token_requests("refresh_token")) == 1
+
+
+def test_two_auths_sharing_a_store_make_one_refresh(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Two auths (as two worker processes would have) on one SQLite store, both
+    holding an expired token, called at once: the store's lease lets one refresh;
+    the other reloads the saved tokens and sends no refresh."""
+    login = HttpxHarness("sync", sandbox, app_of(sandbox))
+    login.login()
+    login.close()
+    path = tmp_path / "grants.sqlite3"
+    tokens = login.machine.tokens
+    assert tokens is not None
+    first = SqliteStore(path)
+    first.grant("acme", app_of(sandbox).client_id).save(tokens)
+    first.close()
+    sandbox.clock.advance(14_001)
+    sandbox.clear_requests()
+    stores = [SqliteStore(path) for _ in range(2)]
+    auths = [
+        CheckfrontAuth("acme", app_of(sandbox), store=store, clock=sandbox.clock.now)
+        for store in stores
+    ]
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def worker(auth: CheckfrontAuth) -> None:
+        with httpx.Client(base_url=BASE, auth=auth, transport=sandbox.httpx_transport()) as client:
+            barrier.wait()
+            statuses.append(client.get("item").status_code)
+
+    threads = [threading.Thread(target=worker, args=(auth,)) for auth in auths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for store in stores:
+        store.close()
+    assert statuses == [200, 200]
+    assert len(sandbox.token_requests("refresh_token")) == 1
+    assert auths[0].driver.machine.tokens == auths[1].driver.machine.tokens
