@@ -1258,7 +1258,23 @@ def httpx_transports(server: Server, limit: int) -> tuple[Any, Any]:
     return sync, asynchronous
 
 
-def httpx_clients(server: Server, peers: bool, asynchronous: bool) -> list[tuple[str, Any]]:
+def in_memory_transport() -> Any:
+    """An httpx transport that answers every request with a prebuilt 200 (no
+    network: what is left is httpx's and the auth's own work)."""
+    import httpx
+
+    body = API_BODY
+
+    class InMemory(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, headers={"Content-Type": "application/json"}, content=body)
+
+    return InMemory()
+
+
+def httpx_clients(
+    server: Server, peers: bool, asynchronous: bool, in_memory: bool = False
+) -> list[tuple[str, Any]]:
     """(label, client) for each side: CheckfrontAuth, a static Authorization
     header (the floor: no auth flow at all), and authlib's OAuth2Client; every
     client on the same kind of transport, with the same pool limit."""
@@ -1271,6 +1287,8 @@ def httpx_clients(server: Server, peers: bool, asynchronous: bool) -> list[tuple
     clients: list[tuple[str, Any]] = []
 
     def transport() -> Any:
+        if in_memory:
+            return in_memory_transport()
         return httpx_transports(server, POOL_SIZE)[1 if asynchronous else 0]
 
     kind = httpx.AsyncClient if asynchronous else httpx.Client
@@ -1340,6 +1358,23 @@ def figure_httpx(report: Report, settings: Settings, server: Server, peers: bool
         unit="req/s",
         targets=floor,
         profile="httpx",
+    )
+
+    clients = httpx_clients(server, peers, asynchronous=False, in_memory=True)
+    sides = [
+        Side(label, loop(lambda c=client: c.get("booking").status_code, label))
+        for label, client in clients
+    ]
+    try:
+        series = interleave(sides, settings)
+    finally:
+        for _, client in clients:
+            client.close()
+    report.compare(
+        "9c",
+        "httpx.Client + CheckfrontAuth, in-memory transport (no network)",
+        series,
+        unit="req/s",
     )
 
     async def measure() -> list[Series]:
@@ -1737,7 +1772,7 @@ def main(argv: Sequence[str]) -> int:
             ("7", lambda: figure_imports(report, settings, peers)),
             ("8", lambda: figure_memory(report, settings)),
         ]
-        aliases = {"2": {"2", "3"}, "4": {"4", "5"}, "9": {"9", "9b"}}
+        aliases = {"2": {"2", "3"}, "4": {"4", "5"}, "9": {"9", "9b", "9c"}}
         for figure, step in steps:
             if not any(wanted(f) for f in aliases.get(figure, {figure})):
                 continue

@@ -105,6 +105,7 @@ from cfauth_core import (
     Account,
     Action,
     CallbackReceived,
+    CallRequested,
     Config,
     Credential,
     Deliver,
@@ -289,6 +290,7 @@ class _Driver(DriverCore):
         #: Origins the account moved away from: a request there is still a call
         #: (the core sends it to the current origin).
         self._former: set[str] = set()
+        self._origins: dict[tuple[str, bytes, int | None], str] = {}  # URL parts -> origin
         if configured.origin != machine.account.origin:  # the store knows it moved
             self._former.add(configured.origin)
 
@@ -339,7 +341,12 @@ class _Driver(DriverCore):
         """``(origin, path under the API base)`` for a call, ``None`` for a
         request that gets no credentials."""
         url = request.url
-        origin = _origin(url)
+        key = (url.scheme, url.raw_host, url.port)
+        origin = self._origins.get(key)
+        if origin is None:
+            if len(self._origins) >= 64:
+                self._origins.clear()
+            origin = self._origins[key] = _origin(url)
         account = self.machine.account
         if origin != account.origin and origin not in self._former:
             return None
@@ -367,7 +374,7 @@ class _Driver(DriverCore):
         origin, path = target
         query = request.url.query
         params = parse_qsl(query.decode("ascii"), keep_blank_values=True) if query else None
-        event = self._call_requested(request.method, path, params, None, ())
+        event = CallRequested(now=self._clock(), method=request.method, path=path, params=params)
         call = _Call(request, origin)
         work: Work = deque()
         with self._lock:
