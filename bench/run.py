@@ -1216,6 +1216,199 @@ def figure_stampede(report: Report, settings: Settings, server: Server) -> None:
             report.failures.append(f"{figure}: token requests {tokens} (must be 1 each)")
 
 
+# -- figure 9: httpx with CheckfrontAuth ------------------------------------------------------
+
+
+def httpx_transports(server: Server, limit: int) -> tuple[Any, Any]:
+    """An httpx transport and an async one (anyio: asyncio or trio) whose
+    connections go to 127.0.0.1:PORT for HOST, with SNI, the certificate check
+    and ``Host`` for HOST (httpx has no resolve option: an httpcore backend
+    maps the address)."""
+    import httpcore
+    import httpx
+
+    target = ("127.0.0.1", server.port)
+
+    class Resolving(httpcore.NetworkBackend):
+        def __init__(self) -> None:
+            self.backend = httpcore.SyncBackend()
+
+        def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+            return self.backend.connect_tcp(*target, *args, **kwargs)
+
+    class AsyncResolving(httpcore.AsyncNetworkBackend):
+        def __init__(self) -> None:
+            self.backend = httpcore.AnyIOBackend()
+
+        async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+            return await self.backend.connect_tcp(*target, *args, **kwargs)
+
+        async def sleep(self, seconds: float) -> None:
+            await self.backend.sleep(seconds)
+
+    context = server.ssl_context()
+    sync = httpx.HTTPTransport(verify=context)
+    sync._pool = httpcore.ConnectionPool(
+        ssl_context=context, network_backend=Resolving(), max_connections=limit
+    )
+    asynchronous = httpx.AsyncHTTPTransport(verify=context)
+    asynchronous._pool = httpcore.AsyncConnectionPool(
+        ssl_context=context, network_backend=AsyncResolving(), max_connections=limit
+    )
+    return sync, asynchronous
+
+
+def in_memory_transport() -> Any:
+    """An httpx transport that answers every request with a prebuilt 200 (no
+    network: what is left is httpx's and the auth's own work)."""
+    import httpx
+
+    body = API_BODY
+
+    class InMemory(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, headers={"Content-Type": "application/json"}, content=body)
+
+    return InMemory()
+
+
+def httpx_clients(
+    server: Server, peers: bool, asynchronous: bool, in_memory: bool = False
+) -> list[tuple[str, Any]]:
+    """(label, client) for each side: CheckfrontAuth, a static Authorization
+    header (the floor: no auth flow at all), and authlib's OAuth2Client; every
+    client on the same kind of transport, with the same pool limit."""
+    import httpx
+
+    from cfauth.httpx import CheckfrontAuth
+
+    access, refresh = server.grant()
+    base = f"https://{HOST}/api/3.0/"
+    clients: list[tuple[str, Any]] = []
+
+    def transport() -> Any:
+        if in_memory:
+            return in_memory_transport()
+        return httpx_transports(server, POOL_SIZE)[1 if asynchronous else 0]
+
+    kind = httpx.AsyncClient if asynchronous else httpx.Client
+    auth = CheckfrontAuth("acme", oauth_app(server), tokens=fresh_tokens(server))
+    clients.append(("cfauth httpx", kind(base_url=base, auth=auth, transport=transport())))
+    static = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
+    clients.append(
+        ("httpx static header", kind(base_url=base, headers=static, transport=transport()))
+    )
+    if peers:
+        from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuth2Client
+
+        peer = AsyncOAuth2Client if asynchronous else OAuth2Client
+        clients.append(
+            (
+                "httpx+authlib",
+                peer(
+                    server.client_id,
+                    server.client_secret,
+                    token=peer_token(access, refresh),
+                    base_url=base,
+                    transport=transport(),
+                ),
+            )
+        )
+    return clients
+
+
+def asyncio_concurrent(call: Callable[[], Awaitable[int]], what: str, tasks: int) -> ARun:
+    """``n`` operations spread over ``tasks`` concurrent asyncio tasks."""
+    import asyncio
+
+    async def run(n: int) -> int:
+        per_task = [n // tasks + (1 if i < n % tasks else 0) for i in range(tasks)]
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                status = await call()
+                if status != 200:
+                    _check(status, what)
+
+        start = time.perf_counter_ns()
+        await asyncio.gather(*(worker(count) for count in per_task))
+        return time.perf_counter_ns() - start
+
+    return run
+
+
+def figure_httpx(report: Report, settings: Settings, server: Server, peers: bool) -> None:
+    import asyncio
+
+    clients = httpx_clients(server, peers, asynchronous=False)
+    sides = [
+        Side(label, loop(lambda c=client: c.get("booking").status_code, label))
+        for label, client in clients
+    ]
+    try:
+        series = interleave(sides, settings)
+    finally:
+        for _, client in clients:
+            client.close()
+    floor = {"httpx static header": 0.95, "httpx+authlib": 1.0}
+    report.compare(
+        "9",
+        "httpx.Client + CheckfrontAuth, sequential GETs",
+        series,
+        unit="req/s",
+        targets=floor,
+        profile="httpx",
+    )
+
+    clients = httpx_clients(server, peers, asynchronous=False, in_memory=True)
+    sides = [
+        Side(label, loop(lambda c=client: c.get("booking").status_code, label))
+        for label, client in clients
+    ]
+    try:
+        series = interleave(sides, settings)
+    finally:
+        for _, client in clients:
+            client.close()
+    report.compare(
+        "9c",
+        "httpx.Client + CheckfrontAuth, in-memory transport (no network)",
+        series,
+        unit="req/s",
+    )
+
+    async def measure() -> list[Series]:
+        aclients = httpx_clients(server, peers, asynchronous=True)
+        try:
+            asides = [
+                ASide(
+                    label,
+                    asyncio_concurrent(
+                        lambda c=client: _status(c.get("booking")), label, CONCURRENCY
+                    ),
+                )
+                for label, client in aclients
+            ]
+            return await ainterleave(asides, settings)
+        finally:
+            for _, client in aclients:
+                await client.aclose()
+
+    report.compare(
+        "9b",
+        f"httpx.AsyncClient + CheckfrontAuth, {CONCURRENCY} asyncio tasks, pool {POOL_SIZE}",
+        asyncio.run(measure()),
+        unit="req/s",
+        targets=floor,
+        profile="httpx64",
+    )
+
+
+async def _status(response: Awaitable[Any]) -> int:
+    status: int = (await response).status_code
+    return status
+
+
 # -- figure 7: import time -------------------------------------------------------------------
 
 
@@ -1374,7 +1567,7 @@ def figure_memory(report: Report, settings: Settings) -> None:
 
 # -- profiles --------------------------------------------------------------------------------
 
-PROFILES = ("core", "urllib3", "stdlib", "trio", "trio64", "memory")
+PROFILES = ("core", "urllib3", "stdlib", "trio", "trio64", "httpx", "httpx64", "memory")
 
 
 def profile(name: str, server: Server | None, operations: int, top: int = 25) -> str:
@@ -1409,6 +1602,27 @@ def profile(name: str, server: Server | None, operations: int, top: int = 25) ->
                 profiler.disable()
 
         trio.run(measure)
+    elif name == "httpx":
+        assert server is not None
+        label, client = httpx_clients(server, False, asynchronous=False)[0]
+        run = loop(lambda: client.get("booking").status_code, label)
+        run(100)
+        profiler.runcall(run, operations)
+        client.close()
+    elif name == "httpx64":
+        assert server is not None
+        import asyncio
+
+        async def measure_httpx() -> None:
+            label, client = httpx_clients(server, False, asynchronous=True)[0]
+            run = asyncio_concurrent(lambda: _status(client.get("booking")), label, CONCURRENCY)
+            await run(100)
+            profiler.enable()
+            await run(operations)
+            profiler.disable()
+            await client.aclose()
+
+        asyncio.run(measure_httpx())
     elif name == "memory":
         profiler.runcall(memory_child, operations, 1, 100)
     else:
@@ -1490,7 +1704,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help=f"write every figure here ({DEFAULT_JSON})")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per figure (>= 5)")
     parser.add_argument(
-        "--only", default="", help="comma-separated figures to run: 1,2,3,4,5,6,7,8"
+        "--only", default="", help="comma-separated figures to run: 1,2,3,4,5,6,7,8,9"
     )
     parser.add_argument("--no-setup", action="store_true", help="use this interpreter as it is")
     parser.add_argument(
@@ -1554,10 +1768,11 @@ def main(argv: Sequence[str]) -> int:
             ("2", lambda: figure_blocking(report, settings, server, peers)),
             ("4", lambda: figure_trio(report, settings, server, peers)),
             ("6", lambda: figure_stampede(report, settings, server)),
+            ("9", lambda: figure_httpx(report, settings, server, peers)),
             ("7", lambda: figure_imports(report, settings, peers)),
             ("8", lambda: figure_memory(report, settings)),
         ]
-        aliases = {"2": {"2", "3"}, "4": {"4", "5"}}
+        aliases = {"2": {"2", "3"}, "4": {"4", "5"}, "9": {"9", "9b", "9c"}}
         for figure, step in steps:
             if not any(wanted(f) for f in aliases.get(figure, {figure})):
                 continue

@@ -519,11 +519,9 @@ class Machine:
     def _call_of(self, send: Send) -> _Call:
         """The _Call of a plain call sent light (see _on_call_requested), built
         the first time its answer needs one."""
-        call_id = send.call_id
-        assert call_id is not None
+        call_id: int = send.call_id  # type: ignore[assignment]  # a call's Send names it
         request = send.request
-        path = self._calls[call_id]
-        assert isinstance(path, str)
+        path: str = self._calls[call_id]  # type: ignore[assignment]  # its path while light
         call = _Call(call_id, request.method, path, None, ())
         call.sent_to = request.url
         call.token = request.headers[0][1]  # the Authorization it carried (_base_headers)
@@ -588,7 +586,7 @@ class Machine:
                 f"request {event.request_id} is not in flight: report each Send's answer once"
             )
         status = event.status
-        if type(pending) is Send:  # a plain call sent light (handle delivered the rest)
+        if isinstance(pending, Send):  # a plain call sent light (handle delivered the rest)
             return self._on_special_call_response(self._call_of(pending), event)
         if isinstance(pending, _Call):
             if status < 300 or status not in _SPECIAL_STATUSES:
@@ -597,7 +595,6 @@ class Machine:
                     Deliver(pending.call_id, status, event.headers, event.body, pending.sent_to)
                 ]
             return self._on_special_call_response(pending, event)
-        assert isinstance(pending, _TokenRequest)
         return self._on_token_response(pending, event)
 
     def _on_special_call_response(self, call: _Call, event: ResponseReceived) -> list[Action]:

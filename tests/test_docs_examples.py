@@ -38,6 +38,13 @@ EXPECTED = {
         "refused: https://evil.example/steal",
         "requests that reached evil.example: 0",
     ],
+    "httpx_app.py": [
+        "login redirects to https://acme.checkfront.com/oauth/",
+        "callback goes to /bookings",
+        "logged in: True",
+        "statuses: [200]",
+        "refresh requests: 1",
+    ],
     "errors.py": [
         "ReauthorizationRequired -> log in",
         "ApiError 404",

@@ -256,3 +256,15 @@ def test_exported_classes_claim_the_package() -> None:
 def test_version_is_a_string() -> None:
     assert isinstance(cfauth_core.__version__, str)
     assert cfauth_core.__version__.count(".") >= 1
+
+
+def test_no_assert_statements_in_the_core() -> None:
+    """``python -O`` strips ``assert``: a core that relied on one would behave
+    differently there, so the core states its invariants in code or types."""
+    found = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(CORE.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Assert)
+    ]
+    assert found == []

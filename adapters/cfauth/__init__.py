@@ -4,6 +4,7 @@
 - :mod:`cfauth.stdlib`: an ``http.client`` transport (no third-party dependencies).
 - :mod:`cfauth.urllib3`: a urllib3 transport.
 - :mod:`cfauth.trio`: the async driver and an h11 transport on trio.
+- :mod:`cfauth.httpx`: an ``httpx.Auth`` for httpx's clients (sync, asyncio and trio).
 - :mod:`cfauth.stores`: token stores and their refresh lease.
 - :mod:`cfauth.sandbox`: a local Checkfront-compatible HTTPS server.
 """

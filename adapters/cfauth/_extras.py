@@ -11,6 +11,7 @@ __all__ = ["EXTRAS", "MissingExtra", "missing_extra"]
 EXTRAS: dict[str, frozenset[str]] = {
     "urllib3": frozenset({"urllib3"}),
     "trio": frozenset({"trio", "h11"}),
+    "httpx": frozenset({"httpx", "httpcore", "anyio", "h11", "certifi", "idna", "sniffio"}),
     "sandbox": frozenset({"trustme", "cryptography", "idna"}),
 }
 

@@ -72,6 +72,9 @@ CASES = [
     ("cfauth.trio", "trio", "trio", "trio"),
     ("cfauth.trio", "h11", "h11", "trio"),
     ("cfauth.trio", "trio,h11", "h11", "trio"),  # the first one imported is named
+    ("cfauth.httpx", "httpx", "httpx", "httpx"),
+    ("cfauth.httpx", "anyio", "anyio", "httpx"),
+    ("cfauth.httpx", "httpx,anyio,httpcore", "httpx", "httpx"),
     ("cfauth.sandbox", "trustme", "trustme", "sandbox"),
     ("cfauth.sandbox.pytest_plugin", "trustme", "trustme", "sandbox"),
 ]
@@ -91,7 +94,9 @@ def test_importing_without_the_extra_names_the_install_command(
     )
 
 
-@pytest.mark.parametrize(("module", "blocked", "missing", "extra"), CASES[:1] + CASES[4:5])
+@pytest.mark.parametrize(
+    ("module", "blocked", "missing", "extra"), CASES[:1] + CASES[4:5] + CASES[7:8]
+)
 def test_an_uncaught_import_error_ends_on_that_one_line(
     blocker: Path, module: str, blocked: str, missing: str, extra: str
 ) -> None:
@@ -117,7 +122,7 @@ def test_the_command_without_the_sandbox_extra_prints_one_line(blocker: Path, co
 def test_the_core_and_the_stdlib_driver_need_no_extra(blocker: Path) -> None:
     done = run(
         blocker,
-        "urllib3,trio,h11,trustme,cryptography,idna,pytest",
+        "urllib3,trio,h11,httpx,httpcore,anyio,trustme,cryptography,idna,pytest",
         "-c",
         "import cfauth, cfauth.stdlib, cfauth.sync, cfauth.stores, cfauth.cli; print('ok')",
     )

@@ -24,7 +24,7 @@ from cfauth.sync import Driver as SyncDriver
 from cfauth.trio import Driver as TrioDriver
 from cfauth.trio import H11Transport
 from cfauth.urllib3 import Urllib3Transport
-from cfauth_core import Account, Credential, Machine, Params, TokenSet
+from cfauth_core import Account, Credential, Machine, OAuth2App, Params, TokenSet
 
 KINDS = ("stdlib", "urllib3", "trio")
 T = TypeVar("T")
@@ -177,3 +177,8 @@ def unknown_ca_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     trustme.CA().configure_trust(context)
     return context
+
+
+def app_of(sandbox: Sandbox) -> OAuth2App:
+    account = sandbox.account("acme")
+    return OAuth2App(account.client_id, account.client_secret, account.redirect_uri)

@@ -8,8 +8,6 @@ override while SNI, the certificate check and ``Host`` use the real names.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,49 +21,17 @@ from cfauth_core import (
     ApiKey,
     Machine,
     NetworkError,
-    OAuth2App,
     ReauthorizationRequired,
     Request,
     TokenSet,
     UntrustedRedirect,
 )
 
-from .harness import KINDS, Harness, RecordingStore, unknown_ca_context
+from .conftest import ISO_TIME
+from .harness import KINDS, Harness, RecordingStore, app_of, unknown_ca_context
 
 OLD = "acme.checkfront.com"
 NEW = "acme.manage.na1.bookingplatform.app"
-
-
-#: Seconds since the epoch as a number (this decade's), the way logs must not show times.
-EPOCH = re.compile(r"(?<![\w.])1\d{9}(?:\.\d+)?(?![\w])")
-ISO_TIME = re.compile(r"\b20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ")
-
-
-@pytest.fixture
-def sandbox(caplog: pytest.LogCaptureFixture) -> Iterator[Sandbox]:
-    """The sandbox, with every log record at DEBUG captured and scanned at the
-    end of each test for every secret the sandbox made (keys, client secrets,
-    codes, access and refresh tokens)."""
-    caplog.set_level(logging.DEBUG)
-    with Sandbox() as running:
-        yield running
-        account = running.account("acme")
-        secrets = set(running.issued_secrets()) | {
-            # and the Basic header values that carry them, base64 and all
-            ApiKey(account.api_key, account.api_secret).authorization[len("Basic ") :],
-            app_of(running).token_authorization[len("Basic ") :],
-        }
-    assert len(secrets) >= 4
-    # (test_debug_logs_carry_no_secret checks that the drivers do log at DEBUG)
-    for record in caplog.get_records("setup") + caplog.get_records("call"):
-        text = record.getMessage()
-        leaked = [secret for secret in secrets if secret in text]
-        assert not leaked, f"a log record carries a secret: {record.name} {record.levelname}"
-        if record.name.startswith("cfauth"):
-            # the logger's name says where a record comes from: no prefix of its own;
-            # times are ISO 8601 UTC, never epoch seconds
-            assert not text.startswith("cfauth:"), text
-            assert not EPOCH.search(text), text
 
 
 @pytest.fixture(params=KINDS)
@@ -76,11 +42,6 @@ def kind(request: pytest.FixtureRequest) -> str:
 def pair_client(kind: str, sandbox: Sandbox) -> Harness:
     account = sandbox.account("acme")
     return Harness(kind, sandbox, ApiKey(account.api_key, account.api_secret))
-
-
-def app_of(sandbox: Sandbox) -> OAuth2App:
-    account = sandbox.account("acme")
-    return OAuth2App(account.client_id, account.client_secret, account.redirect_uri)
 
 
 def logged_in(kind: str, sandbox: Sandbox) -> Harness:

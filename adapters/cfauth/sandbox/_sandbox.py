@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 try:
     import trustme
@@ -23,6 +24,9 @@ from ._app import DEFAULT_REDIRECT_URI, EVIL_HOST, SandboxApp
 from ._clock import Clock
 from ._model import RequestRecord
 from ._server import SandboxServer
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Sandbox"]
 
@@ -179,6 +183,21 @@ class Sandbox(SandboxApp):
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.ca.configure_trust(context)
         return context
+
+    def httpx_transport(self, max_connections: int = 10) -> httpx.HTTPTransport:
+        """An ``httpx.HTTPTransport`` that reaches the sandbox's hosts on loopback
+        (SNI, the certificate check and ``Host`` keep the real names) and trusts
+        its CA: ``httpx.Client(transport=sandbox.httpx_transport(), auth=...)``.
+        Needs the ``httpx`` extra."""
+        from ._httpx import transport  # noqa: PLC0415 - needs the httpx extra
+
+        return transport(self.ssl_context(), self.resolve, max_connections)
+
+    def httpx_async_transport(self, max_connections: int = 10) -> httpx.AsyncHTTPTransport:
+        """The same for ``httpx.AsyncClient`` (asyncio or trio)."""
+        from ._httpx import async_transport  # noqa: PLC0415 - needs the httpx extra
+
+        return async_transport(self.ssl_context(), self.resolve, max_connections)
 
     def __repr__(self) -> str:
         where = f"port={self._server.server_port}" if self._server is not None else "stopped"
