@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from base64 import b64encode
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -960,3 +960,29 @@ def test_only_the_special_statuses_are_read_for_a_token_refusal(
     deliver = ended_once(reply(m, send, status, challenge, b'{"error": "invalid_token"}'), call_id)
     assert isinstance(deliver, Deliver)
     assert deliver.status == status
+
+
+# -- a remembered plain request is only reused for the same plain call ------------------
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"data": {"a": "1"}},
+        {"headers": [("X-On-Behalf", "7")]},
+        {"params": {"q": "1"}},
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_a_call_with_a_body_headers_or_params_is_not_reused_for_a_plain_one(
+    first: dict[str, Any], method: str
+) -> None:
+    m = machine("apikey")
+    for kwargs in (first, {}, {}):
+        actions = m.handle(CallRequested(now=NOW, method=method, path="booking/x", **kwargs))
+        (send,) = of(actions, Send)
+        reply(m, send, 200)
+    plain = send.request
+    assert plain.body is None
+    assert plain.url == ACME + "/api/3.0/booking/x"
+    assert [k for k, _ in plain.headers] == ["Authorization", "Accept", "User-Agent"]

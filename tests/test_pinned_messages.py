@@ -1255,6 +1255,29 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "no transition from unauthorized on code received; this is a bug in cfauth, please report it",
         {"retryable": False},
     ),
+    "path-not-text": (
+        lambda: api_call(cast(Any, 5)),
+        InvalidInput,
+        "path: pass the resource as a string, e.g. 'booking/index'",
+        {"retryable": False},
+    ),
+    "call-when-the-grant-expired": (
+        lambda: start(
+            machine("oauth", TokenSet("access-1", "refresh-1", NOW - 1, NOW - 1, NOW - 14 * 86400))
+        ),
+        ReauthorizationRequired,
+        "the refresh token has expired (14 days after it was issued): the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
+        {"retryable": False},
+    ),
+    "call-when-the-grant-expired-with-params": (
+        lambda: start(
+            machine("oauth", TokenSet("access-1", "refresh-1", NOW - 1, NOW - 1, NOW - 14 * 86400)),
+            params={"a": "1"},
+        ),
+        ReauthorizationRequired,
+        "the refresh token has expired (14 days after it was issued): the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
+        {"retryable": False},
+    ),
 }
 
 
