@@ -953,9 +953,14 @@ def test_only_the_special_statuses_are_read_for_a_token_refusal(
     status: int, params: dict[str, str] | None
 ) -> None:
     m = machine("oauth")
-    actions = m.handle(CallRequested(now=NOW, method="GET", path="booking/index", params=params))
-    call_id = call_id_of(actions)
-    (send,) = of(actions, Send)
+    for warm in (True, False):  # the second plain call reuses the first one's request
+        actions = m.handle(
+            CallRequested(now=NOW, method="GET", path="booking/index", params=params)
+        )
+        call_id = call_id_of(actions)
+        (send,) = of(actions, Send)
+        if warm:
+            reply(m, send, 200)
     challenge = [("WWW-Authenticate", 'Bearer error="invalid_token"')]
     deliver = ended_once(reply(m, send, status, challenge, b'{"error": "invalid_token"}'), call_id)
     assert isinstance(deliver, Deliver)
@@ -986,3 +991,23 @@ def test_a_call_with_a_body_headers_or_params_is_not_reused_for_a_plain_one(
     assert plain.body is None
     assert plain.url == ACME + "/api/3.0/booking/x"
     assert [k for k, _ in plain.headers] == ["Authorization", "Accept", "User-Agent"]
+
+
+@pytest.mark.parametrize("offset", [-1, 0])
+def test_a_remembered_plain_request_is_not_reused_once_a_refresh_may_be_due(
+    offset: float,
+) -> None:
+    # Leeway 300 s: a refresh may be due from NOW + 10 on.
+    m = machine("oauth", pair=tokens(expires_at=NOW + 310, updated_at=NOW - 14_000))
+    _, (first,) = call(m)
+    assert isinstance(first, Send)
+    reply(m, first, 200)
+    _, actions = call(m, now=NOW + 10 + offset)
+    if offset < 0:
+        (send,) = actions
+        assert isinstance(send, Send)
+        assert send.request == first.request
+    else:
+        (lease,) = of(actions, AcquireLease)
+        assert lease.reason == "expiring"
+        assert not of(actions, Send)
