@@ -165,3 +165,10 @@ def test_a_trusted_redirect_names_its_kind_target_and_origin(
     assert target.kind is kind
     assert target.url == url
     assert target.origin == origin
+
+
+def test_the_longest_host_name_and_the_lowest_port_are_taken() -> None:
+    host = ".".join(["a" * 63] * 3 + ["a" * 61])  # 253 characters
+    assert Account.parse("https://" + host).host == host
+    assert Account.parse("https://acme.checkfront.com:1").port == 1
+    assert Account.parse("https://acme.checkfront.com:65535").port == 65535

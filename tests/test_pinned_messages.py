@@ -1278,6 +1278,36 @@ CASES: dict[str, tuple[Callable[[], object], type[CfauthError], str, dict[str, o
         "the refresh token has expired (14 days after it was issued): the OAuth2 grant is gone; log in again (a new OAuth2 authorization)",
         {"retryable": False},
     ),
+    "redirect-two-closing-brackets": (
+        lambda: call_answered(302, [("Location", "https://[::1]]/x")]),
+        UntrustedRedirect,
+        "redirect to 'https://[::1]]/x' refused: its port is not valid; no credentials were sent there. If the account really moved there, pass the host in trusted_hosts or use the new origin as the account",
+        {"retryable": False, "location": "https://[::1]]/x"},
+    ),
+    "moved-to-two-closing-brackets": (
+        lambda: Account.parse("acme").moved_to("https://[::1]]"),
+        InvalidInput,
+        "origin: the port must be a number, as in https://acme.checkfront.com:8443",
+        {"retryable": False},
+    ),
+    "account-host-with-a-colon": (
+        lambda: Account.parse("https://a:b:443"),
+        InvalidInput,
+        "account: 'a:b' is not a valid host name; pass e.g. 'https://acme.checkfront.com'",
+        {"retryable": False},
+    ),
+    "header-bad-value": (
+        lambda: api_call(headers=[("X-On-Behalf", "a\nb")]),
+        InvalidInput,
+        "headers: the value of X-On-Behalf must be a string of visible ASCII characters, with spaces or tabs only between them (no CR, LF, NUL or other control characters, no non-ASCII, no leading or trailing whitespace); percent-encode other text",
+        {"retryable": False},
+    ),
+    "account-host-too-long": (
+        lambda: Account.parse("https://" + ".".join(["a" * 63] * 3 + ["a" * 62])),
+        InvalidInput,
+        "account: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' is not a valid host name; pass e.g. 'https://acme.checkfront.com'",
+        {"retryable": False},
+    ),
 }
 
 
