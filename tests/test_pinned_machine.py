@@ -1011,3 +1011,28 @@ def test_a_remembered_plain_request_is_not_reused_once_a_refresh_may_be_due(
         (lease,) = of(actions, AcquireLease)
         assert lease.reason == "expiring"
         assert not of(actions, Send)
+
+
+def test_a_light_call_is_delivered_with_its_headers_body_and_url() -> None:
+    m = machine("oauth")
+    for _ in range(2):  # the second plain call goes out light
+        call_id, (send,) = call(m)
+        assert isinstance(send, Send)
+        deliver = ended_once(reply(m, send, 200, [("X-Page", "2")], b"[1]"), call_id)
+        assert isinstance(deliver, Deliver)
+        assert list(deliver.headers) == [("X-Page", "2")]
+        assert deliver.body == b"[1]"
+        assert deliver.url == ACME + "/api/3.0/booking/index"
+
+
+def test_a_plain_call_waits_while_the_lease_is_taken_even_if_its_request_is_remembered() -> None:
+    m = machine("oauth")
+    _, (warm,) = call(m)
+    assert isinstance(warm, Send)
+    reply(m, warm, 200)  # its request is now remembered
+    actions = m.handle(CallRequested(now=NOW, method="GET", path="x", params={"a": "1"}))
+    (other,) = of(actions, Send)
+    assert of(reply(m, other, 401), AcquireLease)  # the lease is asked for: not ready
+    call_id, actions = call(m)
+    assert not of(actions, Send)  # it waits for the refresh
+    assert call_id not in [a.call_id for a in of(actions, Fail)]
