@@ -507,6 +507,7 @@ class Machine:
         elif (
             isinstance(first, Send)
             and len(actions) == 1
+            and event.params is None  # remembered under the path alone: no query
             and body is None
             and not headers
             and len(event.path) <= _MEMO_PATH_LENGTH
