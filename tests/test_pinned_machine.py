@@ -1036,3 +1036,86 @@ def test_a_plain_call_waits_while_the_lease_is_taken_even_if_its_request_is_reme
     call_id, actions = call(m)
     assert not of(actions, Send)  # it waits for the refresh
     assert call_id not in [a.call_id for a in of(actions, Fail)]
+
+
+# -- what every call carries, and a 401 for a token already replaced ----------------------
+
+
+@pytest.mark.parametrize("kind", ["apikey", "oauth"])
+@pytest.mark.parametrize("extra", [{}, {"params": {"q": "1"}}])
+def test_every_call_asks_for_json_and_names_cfauth(kind: str, extra: dict[str, Any]) -> None:
+    m = machine(kind)
+    for _ in range(2):  # the first request and the remembered one
+        actions = m.handle(CallRequested(now=NOW, method="GET", path="item", **extra))
+        (send,) = of(actions, Send)
+        authorization = "Bearer " + ACCESS if kind == "oauth" else API_KEY.authorization
+        assert send.request.headers == (
+            ("Authorization", authorization),
+            ("Accept", "application/json"),
+            ("User-Agent", Config().user_agent),
+        )
+        reply(m, send, 200)
+
+
+@pytest.mark.parametrize("extra", [{}, {"params": {"q": "1"}}, {"data": {"a": "1"}}])
+def test_a_401_for_a_token_a_refresh_already_replaced_is_sent_again_without_refreshing(
+    extra: dict[str, Any],
+) -> None:
+    """Two calls go out with the same access token; the first comes back 401 and
+    the refresh replaces the token; when the second comes back 401 too, it is
+    re-sent with the new token at once: its 401 was for the old one."""
+    m = machine("oauth")
+    first_actions = m.handle(CallRequested(now=NOW, method="POST", path="item"))
+    (first,) = of(first_actions, Send)
+    second_actions = m.handle(CallRequested(now=NOW, method="POST", path="booking", **extra))
+    (second,) = of(second_actions, Send)
+    assert of(reply(m, first, 401), AcquireLease)
+    (refresh,) = m.handle(TokensLoaded(now=NOW, tokens=m.tokens))
+    assert isinstance(refresh, Send)
+    body = json.dumps(
+        {"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 14000}
+    ).encode()
+    after = reply(m, refresh, 200, [("Content-Type", "application/json")], body)
+    (resent_first,) = [s for s in of(after, Send) if s.call_id == first.call_id]
+    assert ("Authorization", "Bearer access-2") in resent_first.request.headers
+    again = reply(m, second, 401)
+    assert not of(again, AcquireLease)
+    (resent,) = of(again, Send)
+    assert resent.call_id == second.call_id
+    assert ("Authorization", "Bearer access-2") in resent.request.headers
+
+
+def plain(m: Machine, now: float) -> list[Action]:
+    return m.handle(CallRequested(now=now, method="GET", path="item"))
+
+
+def plain_send(m: Machine, now: float) -> Send:
+    (send,) = plain(m, now)
+    assert isinstance(send, Send)
+    return send
+
+
+def test_a_pair_adopted_while_ready_that_is_due_sooner_is_refreshed_in_time() -> None:
+    """The remembered request of a plain call is reused only while no refresh
+    can be due: a pair adopted outside the lease that expires sooner than ours
+    moves that time earlier."""
+    m = machine("oauth", pair=tokens(expires_at=NOW + 14_000, updated_at=NOW))
+    reply(m, plain_send(m, NOW), 200)
+    sooner = pair("refresh-other", NOW + 1, expires_at=NOW + 1_000)
+    assert m.handle(TokensLoaded(now=NOW + 1, tokens=sooner)) == []
+    assert m.tokens == sooner
+    due = plain(m, NOW + 900)  # inside the new pair's leeway, long before the old one's
+    assert isinstance(due[0], CallAccepted)
+    assert of(due, AcquireLease)
+    assert not of(due, Send)
+
+
+@pytest.mark.parametrize("now", [0.0, 0.5])
+def test_a_plain_call_waits_for_a_refresh_even_with_the_clock_at_1970(now: float) -> None:
+    """A clock at the epoch is a valid time: a plain call whose request is
+    remembered still waits while a refresh runs."""
+    m = machine("oauth", pair=TokenSet(ACCESS, REFRESH, 14_000.0, 14 * 86400.0, 0.0))
+    reply(m, plain_send(m, now), 200)
+    assert of(reply(m, plain_send(m, now), 401), AcquireLease)
+    waiting = plain(m, now)
+    assert [type(a) for a in waiting] == [CallAccepted]
