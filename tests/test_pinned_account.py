@@ -172,3 +172,59 @@ def test_the_longest_host_name_and_the_lowest_port_are_taken() -> None:
     assert Account.parse("https://" + host).host == host
     assert Account.parse("https://acme.checkfront.com:1").port == 1
     assert Account.parse("https://acme.checkfront.com:65535").port == 65535
+
+
+# -- what Account.parse refuses, and how it says so -----------------------------------------
+
+_NOT_A_HOST = "is not a valid host name; pass e.g. 'https://acme.checkfront.com'"
+_NOT_VISIBLE = (
+    "account: only visible ASCII without spaces or backslashes is accepted; pass e.g. "
+    "'https://acme.checkfront.com' (IDN hosts in their xn-- form)"
+)
+_ORIGIN_ONLY = (
+    "account: pass only the origin ('https://acme.checkfront.com'); the API path goes in "
+    "api_base and each call's path, parameters in its params"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # The edges of visible ASCII: '!' and '~' are visible (refused later, as
+        # host names); DEL and space are not.
+        ("acme!", f"account: 'acme!' {_NOT_A_HOST}"),
+        ("acme~", f"account: 'acme~' {_NOT_A_HOST}"),
+        ("acme\x7f", _NOT_VISIBLE),
+        ("acme\x20x", _NOT_VISIBLE),
+        ("https://acme.checkfront.com\x7f", _NOT_VISIBLE),
+        (
+            "user@acme",
+            "account 'user@acme': pass the account name ('acme') or its https origin "
+            "('https://acme.checkfront.com') with no path",
+        ),
+        ("https://acme.checkfront.com?x", _ORIGIN_ONLY),
+        ("https://acme.checkfront.com/?x", _ORIGIN_ONLY),
+        ("https://acme.checkfront.com#x", _ORIGIN_ONLY),
+    ],
+)
+def test_account_refusals_name_what_is_wrong(value: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        Account.parse(value)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("name", ["ACME", "Acme", "acme"])
+def test_an_account_name_in_any_case_is_the_lower_case_host(name: str) -> None:
+    assert Account.parse(name).origin == "https://acme.checkfront.com"
+
+
+@pytest.mark.parametrize("api_base", ["/api/./3.0/", "/./", "/api/../3.0/", "/api/3.0/."])
+def test_an_api_base_with_dot_segments_is_refused(api_base: str) -> None:
+    with pytest.raises(InvalidInput, match=r"no '\.' or '\.\.' segments"):
+        Account.parse("acme", api_base=api_base)
+
+
+@pytest.mark.parametrize("raw", [5, None, b"acme.example"])
+def test_a_trusted_host_that_is_not_a_string_is_refused(raw: object) -> None:
+    with pytest.raises(InvalidInput, match="is not a host name"):
+        Account.parse("acme", trusted_hosts=[raw])  # type: ignore[list-item]
