@@ -85,6 +85,7 @@ __all__ = [
     "Work",
     "new_machine",
     "run_steps",
+    "store_io",
     "take_lease",
 ]
 
@@ -120,6 +121,20 @@ def take_lease(store: TokenStore, unsaved: TokenSet | None) -> tuple[TokenSet | 
     except BaseException:
         store.release_lease()
         raise
+
+
+def store_io(store: TokenStore, kind: str, argument: Any) -> Any:
+    """Do one store I/O request of :meth:`DriverCore.steps` (``"lease"``,
+    ``"save"``, ``"origin"`` or ``"release"``), blocking."""
+    if kind == "lease":
+        return take_lease(store, argument)
+    if kind == "save":
+        store.save(*argument)
+    elif kind == "origin":
+        store.save_origin(argument)
+    else:
+        store.release_lease()
+    return None
 
 
 def new_machine(

@@ -121,7 +121,7 @@ from cfauth_core import (
     UntrustedRedirect,
 )
 
-from ._driver import IO, BaseClient, DriverCore, Steps, Work, new_machine, run_steps, take_lease
+from ._driver import IO, BaseClient, DriverCore, Steps, Work, new_machine, run_steps, store_io
 from ._http import Response
 from .login import LoopbackReceiver, announce_login, check_login_app
 from .stores import GrantStore, TokenStore
@@ -641,18 +641,6 @@ class _Driver(DriverCore):
                 yield from self.leftover(next_action)
 
 
-def _store_io(store: TokenStore, kind: str, argument: Any) -> Any:
-    if kind == "lease":
-        return take_lease(store, argument)
-    if kind == "save":
-        store.save(*argument)
-    elif kind == "origin":
-        store.save_origin(argument)
-    else:
-        store.release_lease()
-    return None
-
-
 class CheckfrontAuth(httpx.Auth, BaseClient):
     """Authenticate an ``httpx.Client`` or ``httpx.AsyncClient`` with Checkfront.
 
@@ -759,7 +747,7 @@ class CheckfrontAuth(httpx.Auth, BaseClient):
             return None
         store = self.driver._store
         assert store is not None
-        return _store_io(store, kind, argument)
+        return store_io(store, kind, argument)
 
     async def _async_io(self, kind: str, argument: Any) -> Any:
         if kind == "read":
@@ -779,8 +767,8 @@ class CheckfrontAuth(httpx.Auth, BaseClient):
         assert store is not None
         if kind == "save":  # shielded: the thread cannot be stopped anyway
             with anyio.CancelScope(shield=True):
-                return await anyio.to_thread.run_sync(_store_io, store, kind, argument)
-        return await anyio.to_thread.run_sync(_store_io, store, kind, argument)
+                return await anyio.to_thread.run_sync(store_io, store, kind, argument)
+        return await anyio.to_thread.run_sync(store_io, store, kind, argument)
 
     def _sync_leftovers(self, leftovers: list[Action]) -> None:
         for action in leftovers:

@@ -45,7 +45,7 @@ from cfauth_core import (
     TokenSet,
 )
 
-from ._driver import BaseClient, DriverCore, Work, new_machine, run_steps, take_lease
+from ._driver import BaseClient, DriverCore, Work, new_machine, run_steps, store_io
 from ._http import Response, Transport
 from .login import LoopbackReceiver, announce_login, check_login_app
 from .stores import GrantStore, TokenStore
@@ -234,15 +234,7 @@ class Driver(DriverCore):
             return None
         store = self._store
         assert store is not None
-        if kind == "lease":
-            return take_lease(store, argument)
-        if kind == "save":
-            store.save(*argument)
-        elif kind == "origin":
-            store.save_origin(argument)
-        else:
-            store.release_lease()
-        return None
+        return store_io(store, kind, argument)
 
     def _abandon(self, pending: Work, owner: int | None) -> None:
         """An interrupt stopped this thread: report what it will not do."""
